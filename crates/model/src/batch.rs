@@ -1,0 +1,248 @@
+//! Datapoints, dimensions and the batch that carries them from a source to the store and sinks.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::SeriesKey;
+
+/// Which statistic of a series a datapoint holds; rendered as a name suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stat {
+    /// The series' own value (counters, gauges, sets, host and container metrics): no suffix.
+    Value,
+    Count,
+    Max,
+    Mean,
+    Median,
+    Min,
+    /// A percentile, in thousandths of a percent (99.9 is 99_900), rendered `p99_9`.
+    Percentile(u32),
+    Stddev,
+    Sum,
+}
+
+impl Stat {
+    /// Appends this statistic's suffix (with its leading `.`) to `out`.
+    pub fn write_suffix(self, out: &mut String) {
+        let s = match self {
+            Stat::Value => return,
+            Stat::Count => ".count",
+            Stat::Max => ".max",
+            Stat::Mean => ".mean",
+            Stat::Median => ".median",
+            Stat::Min => ".min",
+            Stat::Stddev => ".stddev",
+            Stat::Sum => ".sum",
+            Stat::Percentile(milli) => {
+                let whole = milli / 1000;
+                let mut frac = milli % 1000;
+                let _ = write!(out, ".p{whole}");
+                if frac != 0 {
+                    let mut digits = 3;
+                    while frac % 10 == 0 {
+                        frac /= 10;
+                        digits -= 1;
+                    }
+                    let _ = write!(out, "_{frac:0digits$}");
+                }
+                return;
+            }
+        };
+        out.push_str(s);
+    }
+
+    /// Converts a configured percentile (e.g. `99.9`) to its thousandths representation.
+    pub fn percentile(p: f64) -> Stat {
+        Stat::Percentile((p * 1000.0).round() as u32)
+    }
+
+    /// The percentile as a number, for `Stat::Percentile`.
+    pub fn percentile_value(self) -> Option<f64> {
+        match self {
+            Stat::Percentile(m) => Some(m as f64 / 1000.0),
+            _ => None,
+        }
+    }
+}
+
+/// Units of dcos-metrics datapoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Unit {
+    /// App (StatsD) metrics carry an empty unit.
+    #[default]
+    None,
+    Count,
+    Percent,
+    Bytes,
+    Seconds,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::None => "",
+            Unit::Count => "count",
+            Unit::Percent => "percent",
+            Unit::Bytes => "bytes",
+            Unit::Seconds => "seconds",
+        }
+    }
+}
+
+/// One value of one series at one time (the batch's timestamp).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Datapoint {
+    pub key: SeriesKey,
+    pub stat: Stat,
+    pub unit: Unit,
+    pub value: f64,
+}
+
+impl Datapoint {
+    pub fn new(key: SeriesKey, stat: Stat, unit: Unit, value: f64) -> Self {
+        Datapoint { key, stat, unit, value }
+    }
+
+    /// The full datapoint name: the series name plus the statistic's suffix.
+    pub fn name(&self) -> String {
+        let mut s = String::with_capacity(self.key.name().len() + 8);
+        self.write_name(&mut s);
+        s
+    }
+
+    pub fn write_name(&self, out: &mut String) {
+        out.push_str(self.key.name());
+        self.stat.write_suffix(out);
+    }
+
+    /// Orders datapoints by full name, then tags, as the API returns them.
+    pub fn api_cmp(&self, other: &Datapoint) -> std::cmp::Ordering {
+        let (a, b) = (self.key.name(), other.key.name());
+        if a == b {
+            return self
+                .stat_name_cmp(other)
+                .then_with(|| self.key.tags().cmp(other.key.tags()));
+        }
+        // Different base names: compare the rendered names.
+        let (mut x, mut y) = (String::new(), String::new());
+        self.write_name(&mut x);
+        other.write_name(&mut y);
+        x.cmp(&y).then_with(|| self.key.tags().cmp(other.key.tags()))
+    }
+
+    fn stat_name_cmp(&self, other: &Datapoint) -> std::cmp::Ordering {
+        if self.stat == other.stat {
+            return std::cmp::Ordering::Equal;
+        }
+        let (mut x, mut y) = (String::new(), String::new());
+        self.stat.write_suffix(&mut x);
+        other.stat.write_suffix(&mut y);
+        x.cmp(&y)
+    }
+}
+
+/// Where a batch came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// Host metrics (`/v0/node`).
+    Node,
+    /// Container resource metrics from the agent (`/v0/containers/{id}`).
+    Container,
+    /// StatsD metrics (`/v0/node/app` without a container, `/v0/containers/{id}/app` with one).
+    App,
+}
+
+/// The dcos-metrics dimensions of a batch. Empty optional fields are omitted from JSON;
+/// `mesos_id` and `hostname` are always present.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Dimensions {
+    pub mesos_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub executor_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub framework_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub framework_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub framework_role: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub framework_principal: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub task_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub task_name: String,
+    pub hostname: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The datapoints of one flush or poll, for one source and one container (or the node).
+#[derive(Clone, Debug)]
+pub struct MetricBatch {
+    pub source: Source,
+    /// `None` for node-level data (host metrics, app metrics of no container).
+    pub container_id: Option<Arc<str>>,
+    pub dimensions: Arc<Dimensions>,
+    pub timestamp: SystemTime,
+    /// Sorted with [`MetricBatch::sort`] before the batch is published.
+    pub points: Vec<Datapoint>,
+}
+
+impl MetricBatch {
+    /// Sorts datapoints by name, then tags (the API's order, which also lets the store find a
+    /// name by binary search).
+    pub fn sort(&mut self) {
+        self.points.sort_by(|a, b| a.api_cmp(b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_suffixes() {
+        let name = |p: f64| {
+            let mut s = String::new();
+            Stat::percentile(p).write_suffix(&mut s);
+            s
+        };
+        assert_eq!(name(50.0), ".p50");
+        assert_eq!(name(99.9), ".p99_9");
+        assert_eq!(name(99.95), ".p99_95");
+        assert_eq!(name(99.999), ".p99_999");
+        assert_eq!(name(0.5), ".p0_5");
+    }
+
+    #[test]
+    fn api_order_is_by_rendered_name_then_tags() {
+        let k = |n: &str, t: &[(&str, &str)]| SeriesKey::new(n, t.iter().copied());
+        let mut b = MetricBatch {
+            source: Source::App,
+            container_id: None,
+            dimensions: Arc::default(),
+            timestamp: SystemTime::UNIX_EPOCH,
+            points: vec![
+                Datapoint::new(k("a.b", &[]), Stat::Value, Unit::None, 1.0),
+                Datapoint::new(k("a", &[]), Stat::Sum, Unit::None, 1.0),
+                Datapoint::new(k("a", &[]), Stat::Count, Unit::None, 1.0),
+                Datapoint::new(k("a", &[("x", "2")]), Stat::Count, Unit::None, 1.0),
+                Datapoint::new(k("a", &[("x", "1")]), Stat::Count, Unit::None, 1.0),
+            ],
+        };
+        b.sort();
+        let names: Vec<_> = b.points.iter().map(|p| format!("{}{:?}", p.name(), p.key.tags().collect::<Vec<_>>())).collect();
+        assert_eq!(
+            names,
+            vec!["a.b[]", "a.count[]", "a.count[(\"x\", \"1\")]", "a.count[(\"x\", \"2\")]", "a.sum[]"]
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Series keys: a metric name and its tags in one immutable, shared string.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// A metric name plus its sorted, de-duplicated tags, stored as one `Arc<str>`.
+///
+/// Layout: `name` followed by `"\n" key ":" value` per tag, tags sorted by (key, value). A newline
+/// can never occur inside a StatsD line, a tag key never holds `:`, so the layout is unambiguous.
+/// A bare tag is stored with an empty value.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeriesKey(Arc<str>);
+
+impl SeriesKey {
+    /// A key with no tags.
+    pub fn plain(name: &str) -> Self {
+        SeriesKey(Arc::from(name))
+    }
+
+    /// Builds a key from a name and tags in any order, possibly with duplicates.
+    pub fn new<'a, I>(name: &str, tags: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let mut tags: Vec<(&str, &str)> = tags.into_iter().collect();
+        tags.sort_unstable();
+        tags.dedup();
+        Self::from_sorted(name, &tags)
+    }
+
+    /// Builds a key from tags that are already sorted and de-duplicated.
+    pub fn from_sorted(name: &str, tags: &[(&str, &str)]) -> Self {
+        let len = name.len() + tags.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+        let mut s = String::with_capacity(len);
+        s.push_str(name);
+        for (k, v) in tags {
+            s.push('\n');
+            s.push_str(k);
+            s.push(':');
+            s.push_str(v);
+        }
+        SeriesKey(Arc::from(s))
+    }
+
+    /// Wraps an already encoded key (see the type's layout). Used by the aggregator, which
+    /// encodes keys itself without an intermediate vector.
+    pub fn from_encoded(encoded: &str) -> Self {
+        SeriesKey(Arc::from(encoded))
+    }
+
+    /// The encoded form: name, then `\nkey:value` per tag.
+    pub fn encoded(&self) -> &str {
+        &self.0
+    }
+
+    pub fn name(&self) -> &str {
+        match self.0.find('\n') {
+            Some(i) => &self.0[..i],
+            None => &self.0,
+        }
+    }
+
+    pub fn has_tags(&self) -> bool {
+        self.0.contains('\n')
+    }
+
+    /// The tags in sorted order.
+    pub fn tags(&self) -> TagIter<'_> {
+        let rest = match self.0.find('\n') {
+            Some(i) => &self.0[i + 1..],
+            None => "",
+        };
+        TagIter { rest, done: rest.is_empty() }
+    }
+
+    /// Bytes of heap this key holds (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len() + 2 * std::mem::size_of::<usize>()
+    }
+}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
+impl fmt::Debug for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name())?;
+        let mut first = true;
+        for (k, v) in self.tags() {
+            f.write_str(if first { "|#" } else { "," })?;
+            first = false;
+            write!(f, "{k}:{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Iterator over the `(key, value)` tags of a [`SeriesKey`].
+pub struct TagIter<'a> {
+    rest: &'a str,
+    done: bool,
+}
+
+impl<'a> Iterator for TagIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let (tag, rest) = match self.rest.find('\n') {
+            Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+            None => {
+                self.done = true;
+                (self.rest, "")
+            }
+        };
+        self.rest = rest;
+        Some(match tag.find(':') {
+            Some(i) => (&tag[..i], &tag[i + 1..]),
+            None => (tag, ""),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_and_dedups_tags() {
+        let a = SeriesKey::new("m", [("b", "2"), ("a", "1"), ("b", "2")]);
+        let b = SeriesKey::new("m", [("a", "1"), ("b", "2")]);
+        assert_eq!(a, b);
+        assert_eq!(a.name(), "m");
+        assert_eq!(a.tags().collect::<Vec<_>>(), vec![("a", "1"), ("b", "2")]);
+    }
+
+    #[test]
+    fn values_may_hold_colons_and_be_empty() {
+        let k = SeriesKey::new("m", [("url", "http://x:1"), ("bare", "")]);
+        assert_eq!(k.tags().collect::<Vec<_>>(), vec![("bare", ""), ("url", "http://x:1")]);
+        let p = SeriesKey::plain("m");
+        assert!(!p.has_tags());
+        assert_eq!(p.tags().count(), 0);
+    }
+}

@@ -1,0 +1,15 @@
+//! The StatsD dialect of Corral: parsing datagrams into lines and aggregating them per flush
+//! interval. No I/O here: the collector owns the sockets and the clock.
+//!
+//! - [`parse`]: one line (`&[u8]`) to a borrowed [`Parsed`], or a counted [`Reject`] reason,
+//!   without heap allocation.
+//! - [`Aggregator`]: per (container, name, sorted tags) series state, flushed into datapoints.
+
+pub mod aggregate;
+mod line;
+mod parse;
+mod sketch;
+
+pub use aggregate::{Aggregator, AggregatorConfig, FlushOutput, GaugeSign};
+pub use line::{Event, Line, MetricType, Parsed, Reject, ServiceCheck, Tags, Value, Values};
+pub use parse::{lines, parse};

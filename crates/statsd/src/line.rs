@@ -1,0 +1,303 @@
+//! What a parsed StatsD line is: borrowed slices of the input plus the few numbers parsed
+//! from it. Nothing here allocates.
+
+/// The StatsD metric types of CONTRACT §2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    /// `c`
+    Counter,
+    /// `g`
+    Gauge,
+    /// `ms`
+    Timer,
+    /// `h`
+    Histogram,
+    /// `d`
+    Distribution,
+    /// `s`
+    Set,
+}
+
+impl MetricType {
+    /// Types whose samples are summarised with count/sum/min/max/.../percentiles.
+    pub fn is_distribution(self) -> bool {
+        matches!(self, MetricType::Timer | MetricType::Histogram | MetricType::Distribution)
+    }
+}
+
+/// Why a line was dropped. Each reason is a separate self-metric label (`as_str`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// The line is not valid UTF-8.
+    NotUtf8,
+    /// No `:` value section, or no value in it.
+    NoValue,
+    /// A value that is not a finite number (NaN, infinities, garbage), or a `T` field that is
+    /// not a non-negative integer.
+    BadValue,
+    /// No `|type`, or a type other than c, g, ms, h, d, s.
+    UnknownType,
+    /// A malformed field after the type (e.g. `|c:` with no id, an empty `|#` key list is fine).
+    BadField,
+    /// The metric name is empty.
+    EmptyName,
+    /// The metric name is over 1024 bytes.
+    NameTooLong,
+    /// More than 64 tags.
+    TooManyTags,
+    /// A tag over 1024 bytes.
+    TagTooLong,
+    /// A malformed `_e{...}` event.
+    BadEvent,
+    /// A malformed `_sc|...` service check.
+    BadServiceCheck,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 11] = [
+        Reject::NotUtf8,
+        Reject::NoValue,
+        Reject::BadValue,
+        Reject::UnknownType,
+        Reject::BadField,
+        Reject::EmptyName,
+        Reject::NameTooLong,
+        Reject::TooManyTags,
+        Reject::TagTooLong,
+        Reject::BadEvent,
+        Reject::BadServiceCheck,
+    ];
+
+    /// The self-metric label of this reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::NotUtf8 => "not_utf8",
+            Reject::NoValue => "no_value",
+            Reject::BadValue => "bad_value",
+            Reject::UnknownType => "unknown_type",
+            Reject::BadField => "bad_field",
+            Reject::EmptyName => "empty_name",
+            Reject::NameTooLong => "name_too_long",
+            Reject::TooManyTags => "too_many_tags",
+            Reject::TagTooLong => "tag_too_long",
+            Reject::BadEvent => "bad_event",
+            Reject::BadServiceCheck => "bad_service_check",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Limits of CONTRACT §2.
+pub const MAX_NAME_BYTES: usize = 1024;
+pub const MAX_TAGS: usize = 64;
+pub const MAX_TAG_BYTES: usize = 1024;
+
+/// One parsed line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Parsed<'a> {
+    Metric(Line<'a>),
+    Event(Event<'a>),
+    ServiceCheck(ServiceCheck<'a>),
+}
+
+/// A metric line: `name:value[:value...]|type[|field...]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line<'a> {
+    pub name: &'a str,
+    pub kind: MetricType,
+    /// The validated values: one sample each.
+    pub values: Values<'a>,
+    /// The sample rate, `0 < r <= 1`; 1 when absent or invalid.
+    pub sample_rate: f64,
+    /// True when a `|@` field was present but not a number in `(0, 1]` (counted, treated as 1).
+    pub bad_sample_rate: bool,
+    pub tags: Tags<'a>,
+    /// From a `|c:<container-id>` field.
+    pub container_id: Option<&'a str>,
+    /// From a `|T<unix-seconds>` field.
+    pub timestamp: Option<u64>,
+}
+
+/// A DogStatsD event (`_e{title_len,text_len}:title|text|...`): accepted and counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event<'a> {
+    pub title: &'a str,
+    pub text: &'a str,
+    pub tags: Tags<'a>,
+}
+
+/// A DogStatsD service check (`_sc|name|status|...`): becomes a gauge `name` = status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceCheck<'a> {
+    pub name: &'a str,
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    pub status: u8,
+    pub tags: Tags<'a>,
+    pub container_id: Option<&'a str>,
+    pub timestamp: Option<u64>,
+}
+
+/// The value section of a line, already validated by the parser: iterating cannot fail.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Values<'a> {
+    /// The raw section between the first `:` and the first `|` (e.g. `1:2::3`).
+    pub(crate) raw: &'a str,
+    pub(crate) kind: MetricType,
+}
+
+/// One sample of a line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    /// A finite number. `signed` is true when the text started with `+` or `-`, which makes a
+    /// gauge sample a delta (with `gauge_sign = "delta"`).
+    Number { value: f64, signed: bool },
+    /// A set member, as written.
+    Member(&'a str),
+}
+
+impl<'a> Values<'a> {
+    /// The raw value text.
+    pub fn raw(&self) -> &'a str {
+        self.raw
+    }
+
+    pub fn iter(&self) -> ValuesIter<'a> {
+        ValuesIter { rest: Some(self.raw), kind: self.kind }
+    }
+}
+
+impl<'a> IntoIterator for Values<'a> {
+    type Item = Value<'a>;
+    type IntoIter = ValuesIter<'a>;
+    fn into_iter(self) -> ValuesIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over the samples of a line.
+pub struct ValuesIter<'a> {
+    rest: Option<&'a str>,
+    kind: MetricType,
+}
+
+impl<'a> Iterator for ValuesIter<'a> {
+    type Item = Value<'a>;
+
+    fn next(&mut self) -> Option<Value<'a>> {
+        loop {
+            let rest = self.rest?;
+            if self.kind == MetricType::Set {
+                // Set members are never packed: the whole section is one member.
+                self.rest = None;
+                return Some(Value::Member(rest));
+            }
+            let (slot, tail) = match memchr::memchr(b':', rest.as_bytes()) {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
+            self.rest = tail;
+            if slot.is_empty() {
+                continue;
+            }
+            // The parser validated every slot; a failure here would be a parser bug, and is
+            // skipped rather than trusted.
+            if let Some(value) = crate::parse::parse_number(slot.as_bytes()) {
+                let signed = matches!(slot.as_bytes()[0], b'+' | b'-');
+                return Some(Value::Number { value, signed });
+            }
+        }
+    }
+}
+
+/// The tags of a line: every `|#` field, validated by the parser (count and sizes within the
+/// limits). Iterating yields `(key, value)` with empty entries skipped, a bare tag's value
+/// `""`, and each tag split at its first `:` only.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Tags<'a> {
+    /// The fields section after the type (e.g. `@0.5|#a:b,c|#d`), or `""`.
+    pub(crate) fields: &'a str,
+    /// Number of non-empty tags (counted by the parser).
+    pub(crate) count: usize,
+}
+
+impl<'a> Tags<'a> {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> TagsIter<'a> {
+        TagsIter { fields: self.fields, current: "" }
+    }
+}
+
+impl<'a> IntoIterator for Tags<'a> {
+    type Item = (&'a str, &'a str);
+    type IntoIter = TagsIter<'a>;
+    fn into_iter(self) -> TagsIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over `(key, value)` tags.
+pub struct TagsIter<'a> {
+    /// Fields not yet looked at.
+    fields: &'a str,
+    /// The rest of the `#` field being walked.
+    current: &'a str,
+}
+
+impl<'a> Iterator for TagsIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.current.is_empty() {
+                // Advance to the next `#` field.
+                loop {
+                    if self.fields.is_empty() {
+                        return None;
+                    }
+                    let (field, rest) = match memchr::memchr(b'|', self.fields.as_bytes()) {
+                        Some(i) => (&self.fields[..i], &self.fields[i + 1..]),
+                        None => (self.fields, ""),
+                    };
+                    self.fields = rest;
+                    if let Some(tags) = field.strip_prefix('#') {
+                        if !tags.is_empty() {
+                            self.current = tags;
+                            break;
+                        }
+                    }
+                }
+            }
+            let (tag, rest) = match memchr::memchr(b',', self.current.as_bytes()) {
+                Some(i) => (&self.current[..i], &self.current[i + 1..]),
+                None => (self.current, ""),
+            };
+            self.current = rest;
+            if tag.is_empty() {
+                continue;
+            }
+            let (key, value) = split_tag(tag);
+            if key.is_empty() && value.is_empty() {
+                continue;
+            }
+            return Some((key, value));
+        }
+    }
+}
+
+/// Splits one tag at its first `:`; a bare tag has the value `""`.
+pub(crate) fn split_tag(tag: &str) -> (&str, &str) {
+    match memchr::memchr(b':', tag.as_bytes()) {
+        Some(i) => (&tag[..i], &tag[i + 1..]),
+        None => (tag, ""),
+    }
+}
