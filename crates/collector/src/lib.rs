@@ -1,1 +1,10 @@
+//! Corral's runtime: configuration, the sources (StatsD sockets; the agent and host pollers),
+//! the flush pipeline that turns samples into batches, and the store they are published to.
 
+pub mod config;
+mod daemon;
+pub mod identity;
+pub mod pipeline;
+pub mod sources;
+
+pub use daemon::Collector;

@@ -1,7 +1,6 @@
 //! Datapoints, dimensions and the batch that carries them from a source to the store and sinks.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -28,8 +27,12 @@ pub enum Stat {
 impl Stat {
     /// Appends this statistic's suffix (with its leading `.`) to `out`.
     pub fn write_suffix(self, out: &mut String) {
+        let _ = self.write_to(out);
+    }
+
+    fn write_to<W: std::fmt::Write>(self, out: &mut W) -> std::fmt::Result {
         let s = match self {
-            Stat::Value => return,
+            Stat::Value => return Ok(()),
             Stat::Count => ".count",
             Stat::Max => ".max",
             Stat::Mean => ".mean",
@@ -40,19 +43,19 @@ impl Stat {
             Stat::Percentile(milli) => {
                 let whole = milli / 1000;
                 let mut frac = milli % 1000;
-                let _ = write!(out, ".p{whole}");
+                write!(out, ".p{whole}")?;
                 if frac != 0 {
                     let mut digits = 3;
                     while frac % 10 == 0 {
                         frac /= 10;
                         digits -= 1;
                     }
-                    let _ = write!(out, "_{frac:0digits$}");
+                    write!(out, "_{frac:0digits$}")?;
                 }
-                return;
+                return Ok(());
             }
         };
-        out.push_str(s);
+        out.write_str(s)
     }
 
     /// Converts a configured percentile (e.g. `99.9`) to its thousandths representation.
@@ -104,7 +107,12 @@ pub struct Datapoint {
 
 impl Datapoint {
     pub fn new(key: SeriesKey, stat: Stat, unit: Unit, value: f64) -> Self {
-        Datapoint { key, stat, unit, value }
+        Datapoint {
+            key,
+            stat,
+            unit,
+            value,
+        }
     }
 
     /// The full datapoint name: the series name plus the statistic's suffix.
@@ -119,29 +127,65 @@ impl Datapoint {
         self.stat.write_suffix(out);
     }
 
-    /// Orders datapoints by full name, then tags, as the API returns them.
+    /// Orders datapoints by full name, then tags, as the API returns them. Compares the
+    /// rendered names without building them.
     pub fn api_cmp(&self, other: &Datapoint) -> std::cmp::Ordering {
         let (a, b) = (self.key.name(), other.key.name());
-        if a == b {
-            return self
-                .stat_name_cmp(other)
-                .then_with(|| self.key.tags().cmp(other.key.tags()));
-        }
-        // Different base names: compare the rendered names.
-        let (mut x, mut y) = (String::new(), String::new());
-        self.write_name(&mut x);
-        other.write_name(&mut y);
-        x.cmp(&y).then_with(|| self.key.tags().cmp(other.key.tags()))
+        let by_name = if a == b {
+            self.stat
+                .suffix()
+                .as_bytes()
+                .cmp(other.stat.suffix().as_bytes())
+        } else {
+            let (sa, sb) = (self.stat.suffix(), other.stat.suffix());
+            a.bytes()
+                .chain(sa.as_bytes().iter().copied())
+                .cmp(b.bytes().chain(sb.as_bytes().iter().copied()))
+        };
+        by_name.then_with(|| self.key.tags().cmp(other.key.tags()))
+    }
+}
+
+/// A rendered statistic suffix, on the stack.
+#[derive(Clone, Copy)]
+pub struct Suffix {
+    buf: [u8; 24],
+    len: u8,
+}
+
+impl Suffix {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
     }
 
-    fn stat_name_cmp(&self, other: &Datapoint) -> std::cmp::Ordering {
-        if self.stat == other.stat {
-            return std::cmp::Ordering::Equal;
+    pub fn as_str(&self) -> &str {
+        // Built only from ASCII in `Stat::suffix`.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for Suffix {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let start = self.len as usize;
+        let end = start + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
         }
-        let (mut x, mut y) = (String::new(), String::new());
-        self.stat.write_suffix(&mut x);
-        other.stat.write_suffix(&mut y);
-        x.cmp(&y)
+        self.buf[start..end].copy_from_slice(s.as_bytes());
+        self.len = end as u8;
+        Ok(())
+    }
+}
+
+impl Stat {
+    /// The suffix (with its leading `.`) without allocating.
+    pub fn suffix(self) -> Suffix {
+        let mut out = Suffix {
+            buf: [0; 24],
+            len: 0,
+        };
+        let _ = self.write_to(&mut out);
+        out
     }
 }
 
@@ -239,10 +283,20 @@ mod tests {
             ],
         };
         b.sort();
-        let names: Vec<_> = b.points.iter().map(|p| format!("{}{:?}", p.name(), p.key.tags().collect::<Vec<_>>())).collect();
+        let names: Vec<_> = b
+            .points
+            .iter()
+            .map(|p| format!("{}{:?}", p.name(), p.key.tags().collect::<Vec<_>>()))
+            .collect();
         assert_eq!(
             names,
-            vec!["a.b[]", "a.count[]", "a.count[(\"x\", \"1\")]", "a.count[(\"x\", \"2\")]", "a.sum[]"]
+            vec![
+                "a.b[]",
+                "a.count[]",
+                "a.count[(\"x\", \"1\")]",
+                "a.count[(\"x\", \"2\")]",
+                "a.sum[]"
+            ]
         );
     }
 }

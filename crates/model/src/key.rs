@@ -31,7 +31,11 @@ impl SeriesKey {
 
     /// Builds a key from tags that are already sorted and de-duplicated.
     pub fn from_sorted(name: &str, tags: &[(&str, &str)]) -> Self {
-        let len = name.len() + tags.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+        let len = name.len()
+            + tags
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
         let mut s = String::with_capacity(len);
         s.push_str(name);
         for (k, v) in tags {
@@ -71,7 +75,10 @@ impl SeriesKey {
             Some(i) => &self.0[i + 1..],
             None => "",
         };
-        TagIter { rest, done: rest.is_empty() }
+        TagIter {
+            rest,
+            done: rest.is_empty(),
+        }
     }
 
     /// Bytes of heap this key holds (for memory accounting).
@@ -143,7 +150,10 @@ mod tests {
     #[test]
     fn values_may_hold_colons_and_be_empty() {
         let k = SeriesKey::new("m", [("url", "http://x:1"), ("bare", "")]);
-        assert_eq!(k.tags().collect::<Vec<_>>(), vec![("bare", ""), ("url", "http://x:1")]);
+        assert_eq!(
+            k.tags().collect::<Vec<_>>(),
+            vec![("bare", ""), ("url", "http://x:1")]
+        );
         let p = SeriesKey::plain("m");
         assert!(!p.has_tags());
         assert_eq!(p.tags().count(), 0);

@@ -8,11 +8,13 @@
 //! This crate does no I/O.
 
 mod batch;
+mod identity;
 mod key;
 pub mod store;
 mod time;
 
 pub use batch::{Datapoint, Dimensions, MetricBatch, Source, Stat, Unit};
+pub use identity::{Identity, NodeIds};
 pub use key::{SeriesKey, TagIter};
 pub use store::Store;
 pub use time::{rfc3339_millis, unix_millis};

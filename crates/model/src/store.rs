@@ -44,7 +44,11 @@ impl Store {
     pub fn expire(&self, now: SystemTime, max_age: Duration) -> usize {
         let mut map = self.batches.write();
         let before = map.len();
-        map.retain(|_, b| now.duration_since(b.timestamp).map(|age| age <= max_age).unwrap_or(true));
+        map.retain(|_, b| {
+            now.duration_since(b.timestamp)
+                .map(|age| age <= max_age)
+                .unwrap_or(true)
+        });
         before - map.len()
     }
 
@@ -113,7 +117,13 @@ mod tests {
     #[test]
     fn replace_drops_what_is_gone() {
         let s = Store::new();
-        s.replace(Source::App, vec![batch(Source::App, Some("a"), &["x"]), batch(Source::App, None, &["y"])]);
+        s.replace(
+            Source::App,
+            vec![
+                batch(Source::App, Some("a"), &["x"]),
+                batch(Source::App, None, &["y"]),
+            ],
+        );
         s.publish(batch(Source::Container, Some("b"), &["mem.total"]));
         assert_eq!(s.containers(), vec![Arc::from("a"), Arc::from("b")]);
         s.replace(Source::App, vec![]);

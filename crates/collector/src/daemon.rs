@@ -1,0 +1,113 @@
+//! Starting and stopping the collector: sockets, the flush loop, a final flush on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use corral_model::{Identity, Store};
+use corral_statsd::{AggregatorConfig, GaugeSign};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{self, Config};
+use crate::pipeline::Pipeline;
+use crate::sources::statsd::{StatsdSource, StatsdSourceConfig};
+
+/// The running collector.
+pub struct Collector {
+    pipeline: Arc<Mutex<Pipeline>>,
+    statsd_addrs: Vec<SocketAddr>,
+    stop_tx: watch::Sender<bool>,
+    flush_task: JoinHandle<()>,
+}
+
+/// How many flushes make up `expiry`, at least one.
+fn expiry_flushes(expiry: Duration, flush: Duration) -> u32 {
+    let n = expiry.as_secs_f64() / flush.as_secs_f64().max(1e-3);
+    (n.ceil() as u32).max(1)
+}
+
+impl Collector {
+    /// Binds the StatsD sockets and starts the flush loop. Must run inside a tokio runtime.
+    pub fn start(config: &Config, store: Arc<Store>, identity: Arc<Identity>) -> Result<Collector> {
+        let s = &config.statsd;
+        let agg_config = Arc::new(AggregatorConfig::new(
+            s.percentiles.clone(),
+            match s.gauge_sign {
+                config::GaugeSign::Delta => GaugeSign::Delta,
+                config::GaugeSign::Absolute => GaugeSign::Absolute,
+            },
+            expiry_flushes(s.expiry, s.flush_interval),
+            s.max_series,
+        ));
+        let source = StatsdSource::start(
+            &StatsdSourceConfig {
+                listen: s.listen.clone(),
+                unix_socket: s.unix_socket.clone(),
+                threads_per_address: s.receive_threads,
+                receive_buffer: usize::try_from(s.receive_buffer).unwrap_or(usize::MAX),
+            },
+            agg_config.clone(),
+        )?;
+        let statsd_addrs = source.udp_addrs.clone();
+        let pipeline = Arc::new(Mutex::new(Pipeline::new(
+            source, agg_config, store, identity,
+        )));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let flush_task = tokio::spawn(flush_loop(pipeline.clone(), s.flush_interval, stop_rx));
+        Ok(Collector {
+            pipeline,
+            statsd_addrs,
+            stop_tx,
+            flush_task,
+        })
+    }
+
+    /// The bound StatsD UDP addresses, one per `statsd.listen` entry.
+    pub fn statsd_addrs(&self) -> &[SocketAddr] {
+        &self.statsd_addrs
+    }
+
+    /// Stops receiving (after draining the sockets), flushes the current interval and returns.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop_tx.send(true);
+        let _ = self.flush_task.await;
+        let pipeline = self.pipeline.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let mut p = pipeline.lock();
+            p.statsd_mut().stop();
+            p.flush()
+        })
+        .await
+        .context("final flush failed")?;
+        tracing::info!(datapoints = report.datapoints, "final flush done");
+        Ok(())
+    }
+}
+
+async fn flush_loop(
+    pipeline: Arc<Mutex<Pipeline>>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let p = pipeline.clone();
+        match tokio::task::spawn_blocking(move || p.lock().flush()).await {
+            Ok(r) => tracing::debug!(
+                datapoints = r.datapoints,
+                containers = r.containers,
+                duration_ms = r.duration.as_secs_f64() * 1e3,
+                "flushed"
+            ),
+            Err(e) => tracing::error!(error = %e, "flush failed"),
+        }
+    }
+}

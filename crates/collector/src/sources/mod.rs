@@ -1,0 +1,4 @@
+//! Where datapoints come from.
+
+pub mod statsd;
+pub mod udp;

@@ -1,0 +1,173 @@
+//! End to end: the real binary, real UDP datagrams, aggregates read back over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{request, value_of, Corral};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn aggregates_every_type_and_serves_them() {
+    let c = Corral::start(&[]);
+    c.send("e2e.hits:1|c\ne2e.hits:2|c|@0.5\r\ne2e.t:1:2:3:4|ms|#route:/a\n\ne2e.g:10|g\ne2e.g:-3|g\ne2e.s:a|s\ne2e.s:b|s\ne2e.s:a|s");
+    let body = c.wait_node_app(WAIT, |b| value_of(b, "e2e.hits", &[]).is_some());
+    assert_eq!(value_of(&body, "e2e.hits", &[]), Some(5.0));
+    let route = [("route", "/a")];
+    assert_eq!(value_of(&body, "e2e.t.count", &route), Some(4.0));
+    assert_eq!(value_of(&body, "e2e.t.sum", &route), Some(10.0));
+    assert_eq!(value_of(&body, "e2e.t.median", &route), Some(2.5));
+    assert_eq!(value_of(&body, "e2e.t.p75", &route), Some(3.0));
+    assert_eq!(value_of(&body, "e2e.g", &[]), Some(7.0));
+    assert_eq!(value_of(&body, "e2e.s", &[]), Some(2.0));
+    assert_eq!(
+        value_of(&body, "corral.statsd.lines_received", &[]),
+        Some(8.0)
+    );
+
+    // dcos-metrics shape: unit "", RFC3339 timestamps, dimensions with mesos_id and hostname.
+    let dp = body["datapoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "e2e.hits")
+        .unwrap();
+    assert_eq!(dp["unit"], "");
+    assert!(dp.get("tags").is_none(), "empty tags are omitted: {dp}");
+    assert!(dp["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(body["dimensions"]["mesos_id"].is_string());
+    assert!(body["dimensions"]["hostname"].is_string());
+
+    // Datapoints are sorted by name, then tags.
+    let names: Vec<&str> = body["datapoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+
+    // The gauge is kept and re-emitted; the counter is not emitted without new samples.
+    let later = c.wait_node_app(WAIT, |b| value_of(b, "e2e.hits", &[]).is_none());
+    assert_eq!(value_of(&later, "e2e.g", &[]), Some(7.0));
+}
+
+#[test]
+fn bad_lines_are_counted_by_reason_and_the_rest_is_kept() {
+    let c = Corral::start(&[]);
+    let mut datagram =
+        b"ok.count:1|c\nbad.value:abc|c\nbad.nan:NaN|g\nbad.type:1|x\nnovalue|c\n".to_vec();
+    datagram.extend_from_slice(b"bad.\xff:1|c\n");
+    datagram.extend_from_slice(format!("{}:1|c\n", "n".repeat(1025)).as_bytes());
+    datagram.extend_from_slice(b"_e{5,4}:title|text\n_sc|svc.up|0\nok.count:1|c|@abc");
+    c.send_bytes(&datagram);
+    let body = c.wait_node_app(WAIT, |b| value_of(b, "ok.count", &[]).is_some());
+    assert_eq!(value_of(&body, "ok.count", &[]), Some(2.0));
+    assert_eq!(value_of(&body, "svc.up", &[]), Some(0.0));
+    let dropped = |reason| value_of(&body, "corral.statsd.lines_dropped", &[("reason", reason)]);
+    assert_eq!(dropped("bad_value"), Some(2.0));
+    assert_eq!(dropped("unknown_type"), Some(1.0));
+    assert_eq!(dropped("no_value"), Some(1.0));
+    assert_eq!(dropped("not_utf8"), Some(1.0));
+    assert_eq!(dropped("name_too_long"), Some(1.0));
+    assert_eq!(
+        value_of(&body, "corral.statsd.events_received", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&body, "corral.statsd.service_checks_received", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&body, "corral.statsd.sample_rate_invalid", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value_of(&body, "corral.statsd.lines_received", &[]),
+        Some(10.0)
+    );
+}
+
+#[test]
+fn large_datagrams_are_read_whole() {
+    let c = Corral::start(&[]);
+    // ~60 KiB in one datagram.
+    let line = "big.datagram:1|c|#padding:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n";
+    let datagram = line.repeat(60_000 / line.len());
+    let n = 60_000 / line.len();
+    c.send(&datagram);
+    let body = c.wait_node_app(WAIT, |b| {
+        value_of(b, "big.datagram", &[("padding", &"x".repeat(54))]).is_some()
+    });
+    assert_eq!(
+        value_of(&body, "big.datagram", &[("padding", &"x".repeat(54))]),
+        Some(n as f64)
+    );
+    assert_eq!(
+        value_of(&body, "corral.statsd.datagrams_truncated", &[]),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn routes_prefixes_and_methods() {
+    let c = Corral::start(&["--config", "/dev/null"]);
+    let ping = c.get_json("/v0/ping");
+    assert_eq!(ping["ok"], true);
+    assert!(ping["timestamp"].as_str().unwrap().ends_with('Z'));
+    c.send("route.test:1|c");
+    c.wait_node_app(WAIT, |b| value_of(b, "route.test", &[]).is_some());
+    let (status, body) = c.get("/system/v1/metrics/v0/node/app");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(c.get("/system/v1/metrics/v0/ping").0, 200);
+    // The mesos_id is unknown with the agent disabled: every agent id is another agent's.
+    assert_eq!(
+        c.get("/system/v1/agent/some-other-agent/metrics/v0/ping").0,
+        404
+    );
+    // No container has data.
+    assert_eq!(c.get("/v0/containers/nope/app"), (204, String::new()));
+    assert_eq!(c.get_json("/v0/containers"), serde_json::json!([]));
+    assert_eq!(request("POST", &c.url("/v0/node/app")).0, 405);
+    assert_eq!(request("DELETE", &c.url("/v0/ping")).0, 405);
+    assert_eq!(c.get("/v0/nothing-here").0, 404);
+}
+
+#[test]
+fn container_field_attributes_samples() {
+    let c = Corral::start(&[]);
+    c.send("ctr.hits:3|c|c:ctr-1\nnode.hits:1|c");
+    let node = c.wait_node_app(WAIT, |b| value_of(b, "node.hits", &[]).is_some());
+    assert_eq!(value_of(&node, "ctr.hits", &[]), None);
+    let app = c.get_json("/v0/containers/ctr-1/app");
+    assert_eq!(value_of(&app, "ctr.hits", &[]), Some(3.0));
+    assert_eq!(app["dimensions"]["container_id"], "ctr-1");
+    assert_eq!(c.get_json("/v0/containers"), serde_json::json!(["ctr-1"]));
+    let one = c.get_json("/v0/containers/ctr-1/app/ctr.hits");
+    assert_eq!(one["datapoints"].as_array().unwrap().len(), 1);
+    assert_eq!(c.get("/v0/containers/ctr-1/app/ctr").0, 204);
+}
+
+#[test]
+fn sigterm_flushes_the_current_interval() {
+    let mut c = Corral::start(&["--flush-interval", "1h"]);
+    c.send("final.a:1|c\nfinal.b:2|ms\nfinal.c:3|g");
+    // Give the datagram time to be read before the signal.
+    std::thread::sleep(Duration::from_millis(300));
+    let status = c.stop();
+    assert!(status.success(), "exit status {status}");
+    let done = c.wait_log("final flush done", Duration::from_secs(1));
+    // 1 counter + 12 timer statistics + 1 gauge.
+    assert_eq!(done["fields"]["datapoints"], 14, "{done}");
+}
+
+#[test]
+fn sigint_stops_cleanly() {
+    let mut c = Corral::start(&[]);
+    c.signal(libc::SIGINT);
+    let status = c.stop();
+    assert!(status.success(), "exit status {status}");
+}
