@@ -79,7 +79,8 @@ async fn serve(config: Config) -> Result<()> {
     let identity = Arc::new(Identity::new(corral_collector::identity::discover(
         &config.node,
     )));
-    let collector = Collector::start(&config, store.clone(), identity.clone())?;
+    let telemetry = Arc::new(corral_collector::telemetry::Telemetry::new());
+    let collector = Collector::start(&config, store.clone(), identity.clone(), telemetry)?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::{self, Config};
 use crate::pipeline::Pipeline;
 use crate::sources::statsd::{StatsdSource, StatsdSourceConfig};
+use crate::telemetry::Telemetry;
 
 /// The running collector.
 pub struct Collector {
@@ -31,7 +32,12 @@ fn expiry_flushes(expiry: Duration, flush: Duration) -> u32 {
 
 impl Collector {
     /// Binds the StatsD sockets and starts the flush loop. Must run inside a tokio runtime.
-    pub fn start(config: &Config, store: Arc<Store>, identity: Arc<Identity>) -> Result<Collector> {
+    pub fn start(
+        config: &Config,
+        store: Arc<Store>,
+        identity: Arc<Identity>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Collector> {
         let s = &config.statsd;
         let agg_config = Arc::new(AggregatorConfig::new(
             s.percentiles.clone(),
@@ -53,7 +59,7 @@ impl Collector {
         )?;
         let statsd_addrs = source.udp_addrs.clone();
         let pipeline = Arc::new(Mutex::new(Pipeline::new(
-            source, agg_config, store, identity,
+            source, agg_config, store, identity, telemetry,
         )));
         let (stop_tx, stop_rx) = watch::channel(false);
         let flush_task = tokio::spawn(flush_loop(pipeline.clone(), s.flush_interval, stop_rx));

@@ -6,5 +6,6 @@ mod daemon;
 pub mod identity;
 pub mod pipeline;
 pub mod sources;
+pub mod telemetry;
 
 pub use daemon::Collector;

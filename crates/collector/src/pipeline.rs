@@ -1,14 +1,15 @@
 //! The flush: every `statsd.flush_interval` the receive threads' intervals are merged into
 //! datapoints, grouped per container, stamped with dimensions and published to the store.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use corral_model::{Datapoint, Identity, MetricBatch, SeriesKey, Source, Stat, Store, Unit};
+use corral_model::{Datapoint, Identity, Kind, MetricBatch, SeriesKey, Source, Stat, Store, Unit};
 use corral_statsd::{AggregatorConfig, FlushState, Reject};
 
 use crate::sources::statsd::StatsdSource;
+use crate::telemetry::Telemetry;
 
 /// Totals kept by the flusher itself.
 #[derive(Default, Clone, Copy)]
@@ -24,6 +25,7 @@ pub struct Pipeline {
     agg_config: Arc<AggregatorConfig>,
     store: Arc<Store>,
     identity: Arc<Identity>,
+    telemetry: Arc<Telemetry>,
     totals: FlushTotals,
 }
 
@@ -41,6 +43,7 @@ impl Pipeline {
         agg_config: Arc<AggregatorConfig>,
         store: Arc<Store>,
         identity: Arc<Identity>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         Pipeline {
             statsd,
@@ -48,6 +51,7 @@ impl Pipeline {
             agg_config,
             store,
             identity,
+            telemetry,
             totals: FlushTotals::default(),
         }
     }
@@ -116,87 +120,52 @@ impl Pipeline {
 
     /// Corral's own metrics, published as node-level app metrics named `corral.*`.
     fn self_metrics(&self, out: &mut Vec<Datapoint>) {
-        let mut push = |name: &str, tags: &[(&str, &str)], value: f64| {
-            out.push(Datapoint::new(
-                SeriesKey::new(name, tags.iter().copied()),
-                Stat::Value,
-                Unit::None,
-                value,
-            ));
+        let point = |name: &str, tags: &[(&str, &str)], value: u64| {
+            Datapoint::new(SeriesKey::new(name, tags.iter().copied()), Stat::Value, Unit::None, value as f64)
         };
+        let total = |name: &str, tags: &[(&str, &str)], value: u64| point(name, tags, value).with_kind(Kind::Cumulative);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut sums = [0u64; 7];
         let mut dropped = [0u64; Reject::ALL.len()];
-        let (
-            mut datagrams,
-            mut truncated,
-            mut lines,
-            mut bad_rate,
-            mut events,
-            mut checks,
-            mut series_dropped,
-        ) = (0, 0, 0, 0, 0, 0, 0);
         for r in &self.statsd.receivers {
             let s = &r.stats;
-            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            datagrams += get(&s.datagrams);
-            truncated += get(&s.truncated);
-            lines += get(&s.lines);
-            bad_rate += get(&s.bad_sample_rate);
-            events += get(&s.events);
-            checks += get(&s.service_checks);
-            series_dropped += get(&s.series_dropped);
+            let each = [
+                &s.datagrams,
+                &s.truncated,
+                &s.lines,
+                &s.bad_sample_rate,
+                &s.events,
+                &s.service_checks,
+                &s.series_dropped,
+            ];
+            for (sum, a) in sums.iter_mut().zip(each) {
+                *sum += get(a);
+            }
             for (d, a) in dropped.iter_mut().zip(s.dropped.iter()) {
                 *d += get(a);
             }
-            let endpoint = [("socket", r.endpoint.as_str())];
-            push(
-                "corral.statsd.kernel_drops",
-                &endpoint,
-                get(&s.kernel_drops) as f64,
-            );
-            push(
-                "corral.statsd.receive_buffer_bytes",
-                &endpoint,
-                r.receive_buffer as f64,
-            );
+            let socket = [("socket", r.endpoint.as_str())];
+            out.push(total("corral.statsd.kernel_drops", &socket, get(&s.kernel_drops)));
+            out.push(point("corral.statsd.receive_buffer_bytes", &socket, r.receive_buffer as u64));
         }
-        push("corral.statsd.datagrams_received", &[], datagrams as f64);
-        push("corral.statsd.datagrams_truncated", &[], truncated as f64);
-        push("corral.statsd.lines_received", &[], lines as f64);
+        let [datagrams, truncated, lines, bad_rate, events, checks, series_dropped] = sums;
+        out.push(total("corral.statsd.datagrams_received", &[], datagrams));
+        out.push(total("corral.statsd.datagrams_truncated", &[], truncated));
+        out.push(total("corral.statsd.lines_received", &[], lines));
         for (reason, n) in Reject::ALL.iter().zip(dropped) {
-            push(
-                "corral.statsd.lines_dropped",
-                &[("reason", reason.as_str())],
-                n as f64,
-            );
+            out.push(total("corral.statsd.lines_dropped", &[("reason", reason.as_str())], n));
         }
-        push(
-            "corral.statsd.lines_dropped",
-            &[("reason", "series_limit")],
-            series_dropped as f64,
-        );
-        push("corral.statsd.sample_rate_invalid", &[], bad_rate as f64);
-        push("corral.statsd.events_received", &[], events as f64);
-        push("corral.statsd.service_checks_received", &[], checks as f64);
-        push(
-            "corral.statsd.series",
-            &[],
-            self.agg_config.series.load(Ordering::Relaxed) as f64,
-        );
-        push(
-            "corral.statsd.gauges",
-            &[],
-            self.flush_state.gauges() as f64,
-        );
-        push("corral.flush.count", &[], self.totals.flushes as f64);
-        push(
-            "corral.flush.duration_seconds",
-            &[],
-            self.totals.last_duration,
-        );
-        push(
-            "corral.flush.datapoints",
-            &[],
-            self.totals.last_datapoints as f64,
-        );
+        out.push(total("corral.statsd.lines_dropped", &[("reason", "series_limit")], series_dropped));
+        out.push(total("corral.statsd.sample_rate_invalid", &[], bad_rate));
+        out.push(total("corral.statsd.events_received", &[], events));
+        out.push(total("corral.statsd.service_checks_received", &[], checks));
+        out.push(point("corral.statsd.series", &[], self.agg_config.series.load(Ordering::Relaxed) as u64));
+        out.push(point("corral.statsd.gauges", &[], self.flush_state.gauges() as u64));
+        out.push(total("corral.flush.count", &[], self.totals.flushes));
+        out.push(point("corral.flush.datapoints", &[], self.totals.last_datapoints));
+        let mut duration = point("corral.flush.duration_seconds", &[], 0);
+        duration.value = self.totals.last_duration;
+        out.push(duration);
+        self.telemetry.datapoints(out);
     }
 }

@@ -96,23 +96,38 @@ impl Unit {
     }
 }
 
+/// What a datapoint's value means over time; decides its Prometheus type.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Kind {
+    /// A level (gauges, sets, host and container readings, timer statistics).
+    #[default]
+    Gauge,
+    /// A StatsD counter: `value` is the sum within the flush interval (what the v0 API shows),
+    /// `total` the running sum since the series appeared (what Prometheus scrapes).
+    Counter { total: f64 },
+    /// A monotonic total since some start (Corral's own counts, CPU seconds, bytes sent).
+    Cumulative,
+}
+
 /// One value of one series at one time (the batch's timestamp).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Datapoint {
     pub key: SeriesKey,
     pub stat: Stat,
     pub unit: Unit,
+    pub kind: Kind,
     pub value: f64,
 }
 
 impl Datapoint {
+    /// A gauge-kind datapoint.
     pub fn new(key: SeriesKey, stat: Stat, unit: Unit, value: f64) -> Self {
-        Datapoint {
-            key,
-            stat,
-            unit,
-            value,
-        }
+        Datapoint { key, stat, unit, kind: Kind::Gauge, value }
+    }
+
+    pub fn with_kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// The full datapoint name: the series name plus the statistic's suffix.

@@ -13,7 +13,7 @@ mod key;
 pub mod store;
 mod time;
 
-pub use batch::{Datapoint, Dimensions, MetricBatch, Source, Stat, Unit};
+pub use batch::{Datapoint, Dimensions, Kind, MetricBatch, Source, Stat, Suffix, Unit};
 pub use identity::{Identity, NodeIds};
 pub use key::{SeriesKey, TagIter};
 pub use store::Store;

@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use corral_model::{Datapoint, SeriesKey, Stat, Unit};
+use corral_model::{Datapoint, Kind, SeriesKey, Stat, Unit};
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{HashMap, HashSet, HashTable};
 use smallvec::SmallVec;
@@ -89,7 +89,8 @@ pub enum AddError {
 /// Accumulation of one interval for one series.
 #[derive(Debug)]
 enum Acc {
-    Counter(f64),
+    /// The interval's sum and the running total since the series appeared.
+    Counter(f64, f64),
     Gauge(Box<GaugeAcc>),
     Samples(Box<Samples>),
     Set(Box<SetAcc>),
@@ -464,10 +465,11 @@ impl Aggregator {
         let rate = line.sample_rate;
         let entry = self.entry(line.name, line.tags, container, kind)?;
         match &mut entry.acc {
-            Acc::Counter(sum) => {
+            Acc::Counter(sum, total) => {
                 for v in line.values {
                     if let Value::Number { value, .. } = v {
                         *sum += value / rate;
+                        *total += value / rate;
                     }
                 }
             }
@@ -618,7 +620,7 @@ impl Drop for Aggregator {
 
 fn new_acc(kind: MetricType) -> Acc {
     match kind {
-        MetricType::Counter => Acc::Counter(0.0),
+        MetricType::Counter => Acc::Counter(0.0, 0.0),
         MetricType::Gauge => Acc::Gauge(Box::new(GaugeAcc::EMPTY)),
         MetricType::Timer | MetricType::Histogram | MetricType::Distribution => {
             Acc::Samples(Box::default())
@@ -631,7 +633,7 @@ fn new_acc(kind: MetricType) -> Acc {
 /// where that is cheap).
 fn take_acc(acc: &mut Acc) -> Option<PartialAcc> {
     Some(match acc {
-        Acc::Counter(sum) => PartialAcc::Counter(std::mem::take(sum)),
+        Acc::Counter(sum, total) => PartialAcc::Counter(std::mem::take(sum), *total),
         Acc::Gauge(g) => PartialAcc::Gauge(std::mem::replace(g.as_mut(), GaugeAcc::EMPTY)),
         Acc::Samples(s) => {
             if s.n == 0 {
@@ -657,7 +659,8 @@ pub struct Partial {
 
 #[derive(Debug)]
 pub enum PartialAcc {
-    Counter(f64),
+    /// Interval sum, running total.
+    Counter(f64, f64),
     Gauge(GaugeAcc),
     Samples(Box<Samples>),
     Set(Box<SetAcc>),
@@ -666,7 +669,10 @@ pub enum PartialAcc {
 impl PartialAcc {
     fn merge(&mut self, other: PartialAcc) {
         match (self, other) {
-            (PartialAcc::Counter(a), PartialAcc::Counter(b)) => *a += b,
+            (PartialAcc::Counter(a, at), PartialAcc::Counter(b, bt)) => {
+                *a += b;
+                *at += bt;
+            }
             (PartialAcc::Gauge(a), PartialAcc::Gauge(b)) => a.merge(&b),
             (PartialAcc::Samples(a), PartialAcc::Samples(b)) => a.merge(*b),
             (PartialAcc::Set(a), PartialAcc::Set(b)) => a.merge(*b),
@@ -720,14 +726,11 @@ impl FlushState {
         let generation = self.generation;
         for p in merged {
             match p.acc {
-                PartialAcc::Counter(sum) => {
+                PartialAcc::Counter(sum, total) => {
                     if sum != 0.0 {
-                        groups.entry(p.container).or_default().push(Datapoint::new(
-                            p.key,
-                            Stat::Value,
-                            Unit::None,
-                            sum,
-                        ));
+                        let point = Datapoint::new(p.key, Stat::Value, Unit::None, sum)
+                            .with_kind(Kind::Counter { total });
+                        groups.entry(p.container).or_default().push(point);
                     }
                 }
                 PartialAcc::Samples(s) => {

@@ -240,7 +240,7 @@ mod tests {
     fn hll_estimates() {
         let mut h = Hll::new();
         for i in 0..200_000u64 {
-            h.add_hash(foldhash::fast::FixedState::with_seed(7).hash_one(i));
+            h.add_hash(foldhash::quality::FixedState::with_seed(7).hash_one(i));
         }
         let e = h.estimate();
         assert!((e - 200_000.0).abs() / 200_000.0 < 0.03, "{e}");

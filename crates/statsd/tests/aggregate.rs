@@ -400,3 +400,23 @@ proptest! {
         prop_assert!(below * 100.0 < p as f64 * values.len() as f64);
     }
 }
+
+#[test]
+fn counters_carry_a_running_total_for_cumulative_exposition() {
+    use corral_model::Kind;
+    let config = Arc::new(AggregatorConfig::default());
+    let mut agg = Aggregator::new(config.clone());
+    let mut state = FlushState::new(config);
+    let mut flush_with = |agg: &mut Aggregator, lines: &[&str]| {
+        for l in lines {
+            if let Ok(Parsed::Metric(m)) = parse(l.as_bytes()) {
+                agg.add(&m, None, 0).unwrap();
+            }
+        }
+        let out = state.flush(vec![agg.take_interval()]);
+        out.groups.into_iter().flat_map(|(_, p)| p).find(|p| p.key.name() == "c").map(|p| (p.value, p.kind))
+    };
+    assert_eq!(flush_with(&mut agg, &["c:2|c", "c:1|c|@0.5"]), Some((4.0, Kind::Counter { total: 4.0 })));
+    assert_eq!(flush_with(&mut agg, &[]), None);
+    assert_eq!(flush_with(&mut agg, &["c:1|c"]), Some((1.0, Kind::Counter { total: 5.0 })));
+}
