@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use corral_collector::attribution::Attribution;
 use corral_collector::config::{Config, LogFormat};
-use corral_collector::Collector;
+use corral_collector::telemetry::Telemetry;
+use corral_collector::{Collector, Shared};
 use corral_model::{Identity, Store};
 use tracing_subscriber::EnvFilter;
 
@@ -75,12 +77,15 @@ async fn serve(config: Config) -> Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "corral starting");
     // Signals are caught from here on: a SIGTERM during startup still gets a clean stop.
     let signal = shutdown_signal()?;
-    let store = Arc::new(Store::new());
-    let identity = Arc::new(Identity::new(corral_collector::identity::discover(
-        &config.node,
-    )));
-    let telemetry = Arc::new(corral_collector::telemetry::Telemetry::new());
-    let collector = Collector::start(&config, store.clone(), identity.clone(), telemetry)?;
+    let shared = Shared {
+        store: Arc::new(Store::new()),
+        identity: Arc::new(Identity::new(corral_collector::identity::discover(
+            &config.node,
+        ))),
+        telemetry: Arc::new(Telemetry::new()),
+        attribution: Arc::new(Attribution::new()),
+    };
+    let collector = Collector::start(&config, &shared)?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
@@ -88,7 +93,7 @@ async fn serve(config: Config) -> Result<()> {
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(corral_api::serve(
         listener,
-        corral_api::ApiState::new(store, identity),
+        corral_api::ApiState::new(shared.store.clone(), shared.identity.clone()),
         async move {
             let _ = api_stopped.await;
         },

@@ -3,6 +3,7 @@
 //! The v0 routes are served under `/v0`, `/system/v1/metrics/v0` (through Admin Router on a
 //! master) and `/system/v1/agent/{mesos_id}/metrics/v0` (Admin Router's per-agent proxy path).
 
+mod ports;
 mod render;
 mod routes;
 
@@ -14,18 +15,30 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use corral_model::{Identity, Store};
+use corral_model::{ContainerPorts, Identity, Store};
 
-/// What the handlers read: the latest batches and the node's identity.
+/// What the handlers read: the latest batches, the node's identity, and (when enabled) the
+/// per-container port registry.
 #[derive(Clone)]
 pub struct ApiState {
     store: Arc<Store>,
     identity: Arc<Identity>,
+    ports: Option<Arc<dyn ContainerPorts>>,
 }
 
 impl ApiState {
     pub fn new(store: Arc<Store>, identity: Arc<Identity>) -> Self {
-        ApiState { store, identity }
+        ApiState {
+            store,
+            identity,
+            ports: None,
+        }
+    }
+
+    /// Serves `/v0/statsd/containers` from `ports`.
+    pub fn with_container_ports(mut self, ports: Arc<dyn ContainerPorts>) -> Self {
+        self.ports = Some(ports);
+        self
     }
 }
 
@@ -36,7 +49,7 @@ pub fn router(state: ApiState) -> Router {
         routes::require_this_agent,
     ));
     Router::new()
-        .nest("/v0", routes::v0())
+        .nest("/v0", routes::v0().merge(ports::routes()))
         .nest("/system/v1/metrics/v0", routes::v0())
         .nest("/system/v1/agent/{mesos_id}/metrics/v0", agent)
         // Routes outside the v0 API (such as a Prometheus `/metrics`) belong here.

@@ -49,7 +49,7 @@ async fn render_100k_datapoints() {
     };
     batch.sort();
     let store = Store::new();
-    store.publish(batch);
+    store.publish(std::sync::Arc::new(batch));
     let app = router(ApiState::new(
         Arc::new(store),
         Arc::new(Identity::default()),

@@ -60,7 +60,7 @@ fn batch(
     container: Option<&str>,
     dims: Dimensions,
     points: Vec<Datapoint>,
-) -> MetricBatch {
+) -> Arc<MetricBatch> {
     let mut b = MetricBatch {
         source,
         container_id: container.map(Arc::from),
@@ -69,7 +69,7 @@ fn batch(
         points,
     };
     b.sort();
-    b
+    Arc::new(b)
 }
 
 fn identity(mesos_id: &str) -> Arc<Identity> {

@@ -1,4 +1,5 @@
-//! Starting and stopping the collector: sockets, the flush loop, a final flush on shutdown.
+//! Starting and stopping the collector: sockets, pollers, sinks, the flush loop, and a final
+//! flush on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,17 +12,31 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::attribution::Attribution;
 use crate::config::{self, Config};
+use crate::outputs::Outputs;
 use crate::pipeline::Pipeline;
 use crate::sources::statsd::{StatsdSource, StatsdSourceConfig};
 use crate::telemetry::Telemetry;
 
+/// How long a stopping Corral waits for sinks to deliver (or spool) what they hold.
+const SINK_SHUTDOWN: Duration = Duration::from_secs(15);
+
 /// The running collector.
 pub struct Collector {
     pipeline: Arc<Mutex<Pipeline>>,
+    outputs: Arc<Outputs>,
     statsd_addrs: Vec<SocketAddr>,
     stop_tx: watch::Sender<bool>,
-    flush_task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Shared parts the collector is built from; the binary keeps clones for the API.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub identity: Arc<Identity>,
+    pub telemetry: Arc<Telemetry>,
+    pub attribution: Arc<Attribution>,
 }
 
 /// How many flushes make up `expiry`, at least one.
@@ -31,13 +46,9 @@ fn expiry_flushes(expiry: Duration, flush: Duration) -> u32 {
 }
 
 impl Collector {
-    /// Binds the StatsD sockets and starts the flush loop. Must run inside a tokio runtime.
-    pub fn start(
-        config: &Config,
-        store: Arc<Store>,
-        identity: Arc<Identity>,
-        telemetry: Arc<Telemetry>,
-    ) -> Result<Collector> {
+    /// Binds the StatsD sockets, starts the pollers, the sinks and the flush loop. Must run
+    /// inside a tokio runtime.
+    pub fn start(config: &Config, shared: &Shared) -> Result<Collector> {
         let s = &config.statsd;
         let agg_config = Arc::new(AggregatorConfig::new(
             s.percentiles.clone(),
@@ -48,6 +59,8 @@ impl Collector {
             expiry_flushes(s.expiry, s.flush_interval),
             s.max_series,
         ));
+        let sinks = crate::sinks::start(config, &shared.telemetry)?;
+        let outputs = Arc::new(Outputs::new(shared.store.clone(), sinks));
         let source = StatsdSource::start(
             &StatsdSourceConfig {
                 listen: s.listen.clone(),
@@ -56,18 +69,43 @@ impl Collector {
                 receive_buffer: usize::try_from(s.receive_buffer).unwrap_or(usize::MAX),
             },
             agg_config.clone(),
+            shared.attribution.clone(),
         )?;
         let statsd_addrs = source.udp_addrs.clone();
         let pipeline = Arc::new(Mutex::new(Pipeline::new(
-            source, agg_config, store, identity, telemetry,
+            source,
+            agg_config,
+            outputs.clone(),
+            shared.identity.clone(),
+            shared.telemetry.clone(),
         )));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let flush_task = tokio::spawn(flush_loop(pipeline.clone(), s.flush_interval, stop_rx));
+        let mut tasks = vec![tokio::spawn(flush_loop(
+            pipeline.clone(),
+            s.flush_interval,
+            stop_rx.clone(),
+        ))];
+        tasks.extend(crate::sources::host::spawn(
+            config,
+            outputs.clone(),
+            shared.identity.clone(),
+            shared.telemetry.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.extend(crate::sources::agent::spawn(
+            config,
+            outputs.clone(),
+            shared.identity.clone(),
+            shared.attribution.clone(),
+            shared.telemetry.clone(),
+            stop_rx,
+        ));
         Ok(Collector {
             pipeline,
+            outputs,
             statsd_addrs,
             stop_tx,
-            flush_task,
+            tasks,
         })
     }
 
@@ -76,10 +114,13 @@ impl Collector {
         &self.statsd_addrs
     }
 
-    /// Stops receiving (after draining the sockets), flushes the current interval and returns.
+    /// Stops receiving (after draining the sockets), flushes the current interval, and lets the
+    /// sinks deliver or persist what they hold.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.stop_tx.send(true);
-        let _ = self.flush_task.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
         let pipeline = self.pipeline.clone();
         let report = tokio::task::spawn_blocking(move || {
             let mut p = pipeline.lock();
@@ -89,6 +130,7 @@ impl Collector {
         .await
         .context("final flush failed")?;
         tracing::info!(datapoints = report.datapoints, "final flush done");
+        self.outputs.shutdown(SINK_SHUTDOWN).await;
         Ok(())
     }
 }

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use corral_model::{Datapoint, Identity, Kind, MetricBatch, SeriesKey, Source, Stat, Store, Unit};
+use corral_model::{Datapoint, Identity, Kind, MetricBatch, SeriesKey, Source, Stat, Unit};
 use corral_statsd::{AggregatorConfig, FlushState, Reject};
 
+use crate::outputs::Outputs;
 use crate::sources::statsd::StatsdSource;
 use crate::telemetry::Telemetry;
 
@@ -23,7 +24,7 @@ pub struct Pipeline {
     statsd: StatsdSource,
     flush_state: FlushState,
     agg_config: Arc<AggregatorConfig>,
-    store: Arc<Store>,
+    outputs: Arc<Outputs>,
     identity: Arc<Identity>,
     telemetry: Arc<Telemetry>,
     totals: FlushTotals,
@@ -41,7 +42,7 @@ impl Pipeline {
     pub fn new(
         statsd: StatsdSource,
         agg_config: Arc<AggregatorConfig>,
-        store: Arc<Store>,
+        outputs: Arc<Outputs>,
         identity: Arc<Identity>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
@@ -49,7 +50,7 @@ impl Pipeline {
             statsd,
             flush_state: FlushState::new(agg_config.clone()),
             agg_config,
-            store,
+            outputs,
             identity,
             telemetry,
             totals: FlushTotals::default(),
@@ -110,7 +111,7 @@ impl Pipeline {
         };
         node.sort();
         batches.push(node);
-        self.store.replace(Source::App, batches);
+        self.outputs.publish(Source::App, batches);
         FlushReport {
             datapoints,
             containers,
@@ -121,13 +122,20 @@ impl Pipeline {
     /// Corral's own metrics, published as node-level app metrics named `corral.*`.
     fn self_metrics(&self, out: &mut Vec<Datapoint>) {
         let point = |name: &str, tags: &[(&str, &str)], value: u64| {
-            Datapoint::new(SeriesKey::new(name, tags.iter().copied()), Stat::Value, Unit::None, value as f64)
+            Datapoint::new(
+                SeriesKey::new(name, tags.iter().copied()),
+                Stat::Value,
+                Unit::None,
+                value as f64,
+            )
         };
-        let total = |name: &str, tags: &[(&str, &str)], value: u64| point(name, tags, value).with_kind(Kind::Cumulative);
+        let total = |name: &str, tags: &[(&str, &str)], value: u64| {
+            point(name, tags, value).with_kind(Kind::Cumulative)
+        };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut sums = [0u64; 7];
         let mut dropped = [0u64; Reject::ALL.len()];
-        for r in &self.statsd.receivers {
+        for r in &self.statsd.receivers() {
             let s = &r.stats;
             let each = [
                 &s.datagrams,
@@ -145,24 +153,52 @@ impl Pipeline {
                 *d += get(a);
             }
             let socket = [("socket", r.endpoint.as_str())];
-            out.push(total("corral.statsd.kernel_drops", &socket, get(&s.kernel_drops)));
-            out.push(point("corral.statsd.receive_buffer_bytes", &socket, r.receive_buffer as u64));
+            out.push(total(
+                "corral.statsd.kernel_drops",
+                &socket,
+                get(&s.kernel_drops),
+            ));
+            out.push(point(
+                "corral.statsd.receive_buffer_bytes",
+                &socket,
+                r.receive_buffer as u64,
+            ));
         }
         let [datagrams, truncated, lines, bad_rate, events, checks, series_dropped] = sums;
         out.push(total("corral.statsd.datagrams_received", &[], datagrams));
         out.push(total("corral.statsd.datagrams_truncated", &[], truncated));
         out.push(total("corral.statsd.lines_received", &[], lines));
         for (reason, n) in Reject::ALL.iter().zip(dropped) {
-            out.push(total("corral.statsd.lines_dropped", &[("reason", reason.as_str())], n));
+            out.push(total(
+                "corral.statsd.lines_dropped",
+                &[("reason", reason.as_str())],
+                n,
+            ));
         }
-        out.push(total("corral.statsd.lines_dropped", &[("reason", "series_limit")], series_dropped));
+        out.push(total(
+            "corral.statsd.lines_dropped",
+            &[("reason", "series_limit")],
+            series_dropped,
+        ));
         out.push(total("corral.statsd.sample_rate_invalid", &[], bad_rate));
         out.push(total("corral.statsd.events_received", &[], events));
         out.push(total("corral.statsd.service_checks_received", &[], checks));
-        out.push(point("corral.statsd.series", &[], self.agg_config.series.load(Ordering::Relaxed) as u64));
-        out.push(point("corral.statsd.gauges", &[], self.flush_state.gauges() as u64));
+        out.push(point(
+            "corral.statsd.series",
+            &[],
+            self.agg_config.series.load(Ordering::Relaxed) as u64,
+        ));
+        out.push(point(
+            "corral.statsd.gauges",
+            &[],
+            self.flush_state.gauges() as u64,
+        ));
         out.push(total("corral.flush.count", &[], self.totals.flushes));
-        out.push(point("corral.flush.datapoints", &[], self.totals.last_datapoints));
+        out.push(point(
+            "corral.flush.datapoints",
+            &[],
+            self.totals.last_datapoints,
+        ));
         let mut duration = point("corral.flush.duration_seconds", &[], 0);
         duration.value = self.totals.last_duration;
         out.push(duration);

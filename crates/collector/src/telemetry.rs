@@ -88,8 +88,10 @@ impl Telemetry {
     pub fn datapoints(&self, out: &mut Vec<Datapoint>) {
         for (key, m) in self.metrics.lock().iter() {
             out.push(match m {
-                Metric::Counter(c) => Datapoint::new(key.clone(), Stat::Value, Unit::None, c.get() as f64)
-                    .with_kind(Kind::Cumulative),
+                Metric::Counter(c) => {
+                    Datapoint::new(key.clone(), Stat::Value, Unit::None, c.get() as f64)
+                        .with_kind(Kind::Cumulative)
+                }
                 Metric::Gauge(g) => Datapoint::new(key.clone(), Stat::Value, Unit::None, g.get()),
             });
         }

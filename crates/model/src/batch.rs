@@ -122,7 +122,13 @@ pub struct Datapoint {
 impl Datapoint {
     /// A gauge-kind datapoint.
     pub fn new(key: SeriesKey, stat: Stat, unit: Unit, value: f64) -> Self {
-        Datapoint { key, stat, unit, kind: Kind::Gauge, value }
+        Datapoint {
+            key,
+            stat,
+            unit,
+            kind: Kind::Gauge,
+            value,
+        }
     }
 
     pub fn with_kind(mut self, kind: Kind) -> Self {

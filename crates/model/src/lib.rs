@@ -10,11 +10,13 @@
 mod batch;
 mod identity;
 mod key;
+pub mod ports;
 pub mod store;
 mod time;
 
 pub use batch::{Datapoint, Dimensions, Kind, MetricBatch, Source, Stat, Suffix, Unit};
 pub use identity::{Identity, NodeIds};
 pub use key::{SeriesKey, TagIter};
+pub use ports::{ContainerPorts, PortAssignment, PortError};
 pub use store::Store;
 pub use time::{rfc3339_millis, unix_millis};

@@ -25,19 +25,19 @@ impl Store {
     }
 
     /// Replaces every batch of `source` with `batches` (one per container, or the node's).
-    pub fn replace(&self, source: Source, batches: Vec<MetricBatch>) {
+    pub fn replace(&self, source: Source, batches: &[Arc<MetricBatch>]) {
         let mut map = self.batches.write();
         map.retain(|(s, _), _| *s != source);
         for b in batches {
             debug_assert_eq!(b.source, source);
-            map.insert((source, b.container_id.clone()), Arc::new(b));
+            map.insert((source, b.container_id.clone()), b.clone());
         }
     }
 
     /// Inserts or replaces one batch.
-    pub fn publish(&self, batch: MetricBatch) {
+    pub fn publish(&self, batch: Arc<MetricBatch>) {
         let key = (batch.source, batch.container_id.clone());
-        self.batches.write().insert(key, Arc::new(batch));
+        self.batches.write().insert(key, batch);
     }
 
     /// Drops batches whose timestamp is older than `max_age` before `now`.
@@ -119,14 +119,18 @@ mod tests {
         let s = Store::new();
         s.replace(
             Source::App,
-            vec![
-                batch(Source::App, Some("a"), &["x"]),
-                batch(Source::App, None, &["y"]),
+            &[
+                Arc::new(batch(Source::App, Some("a"), &["x"])),
+                Arc::new(batch(Source::App, None, &["y"])),
             ],
         );
-        s.publish(batch(Source::Container, Some("b"), &["mem.total"]));
+        s.publish(Arc::new(batch(
+            Source::Container,
+            Some("b"),
+            &["mem.total"],
+        )));
         assert_eq!(s.containers(), vec![Arc::from("a"), Arc::from("b")]);
-        s.replace(Source::App, vec![]);
+        s.replace(Source::App, &[]);
         assert_eq!(s.containers(), vec![Arc::from("b")]);
         assert!(s.get(Source::App, None).is_none());
         assert!(s.get(Source::Container, Some("b")).is_some());

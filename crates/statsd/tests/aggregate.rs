@@ -414,9 +414,19 @@ fn counters_carry_a_running_total_for_cumulative_exposition() {
             }
         }
         let out = state.flush(vec![agg.take_interval()]);
-        out.groups.into_iter().flat_map(|(_, p)| p).find(|p| p.key.name() == "c").map(|p| (p.value, p.kind))
+        out.groups
+            .into_iter()
+            .flat_map(|(_, p)| p)
+            .find(|p| p.key.name() == "c")
+            .map(|p| (p.value, p.kind))
     };
-    assert_eq!(flush_with(&mut agg, &["c:2|c", "c:1|c|@0.5"]), Some((4.0, Kind::Counter { total: 4.0 })));
+    assert_eq!(
+        flush_with(&mut agg, &["c:2|c", "c:1|c|@0.5"]),
+        Some((4.0, Kind::Counter { total: 4.0 }))
+    );
     assert_eq!(flush_with(&mut agg, &[]), None);
-    assert_eq!(flush_with(&mut agg, &["c:1|c"]), Some((1.0, Kind::Counter { total: 5.0 })));
+    assert_eq!(
+        flush_with(&mut agg, &["c:1|c"]),
+        Some((1.0, Kind::Counter { total: 5.0 }))
+    );
 }

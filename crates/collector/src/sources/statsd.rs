@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::udp::{enable_rxq_ovfl, set_receive_buffer, RecvBatch};
+use crate::attribution::Attribution;
 
 /// Counters of one receive thread, published once per batch.
 #[derive(Default)]
@@ -40,7 +41,7 @@ pub struct ReceiverStats {
 
 /// Thread-local tallies, added to [`ReceiverStats`] after each batch.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     datagrams: u64,
     truncated: u64,
     lines: u64,
@@ -52,7 +53,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn publish(&mut self, s: &ReceiverStats) {
+    pub(crate) fn publish(&mut self, s: &ReceiverStats) {
         let add = |a: &AtomicU64, v: &mut u64| {
             if *v != 0 {
                 a.fetch_add(*v, Ordering::Relaxed);
@@ -84,7 +85,8 @@ pub struct Receiver {
 
 /// The running StatsD source.
 pub struct StatsdSource {
-    pub receivers: Vec<Receiver>,
+    /// The shared-port receivers, then any added later (per-container ports).
+    receivers: Mutex<Vec<Arc<Receiver>>>,
     /// The bound UDP addresses, one per `statsd.listen` entry (ephemeral ports resolved).
     pub udp_addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
@@ -101,11 +103,15 @@ pub struct StatsdSourceConfig {
 }
 
 impl StatsdSource {
-    pub fn start(cfg: &StatsdSourceConfig, agg_config: Arc<AggregatorConfig>) -> Result<Self> {
+    pub fn start(
+        cfg: &StatsdSourceConfig,
+        agg_config: Arc<AggregatorConfig>,
+        attribution: Arc<Attribution>,
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let mut src = StatsdSource {
-            receivers: Vec::new(),
+            receivers: Mutex::new(Vec::new()),
             udp_addrs: Vec::new(),
             stop: stop.clone(),
             threads: Vec::new(),
@@ -157,30 +163,44 @@ impl StatsdSource {
             let aggregator = Arc::new(Mutex::new(Aggregator::new(agg_config.clone())));
             let thread = {
                 let (stats, aggregator, stop) = (stats.clone(), aggregator.clone(), stop.clone());
+                let attribution = attribution.clone();
                 let name = format!("statsd-rx-{}", src.threads.len());
                 std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || receive_loop(socket, &stats, &aggregator, &stop, epoch))
+                    .spawn(move || {
+                        receive_loop(socket, &stats, &aggregator, &attribution, &stop, epoch)
+                    })
                     .context("cannot start a receive thread")?
             };
             tracing::info!(%endpoint, receive_buffer, "statsd listening");
             src.threads.push(thread);
-            src.receivers.push(Receiver {
+            src.receivers.get_mut().push(Arc::new(Receiver {
                 endpoint,
                 receive_buffer,
                 stats,
                 aggregator,
-            });
+            }));
         }
         Ok(src)
     }
 
-    /// Takes the interval's accumulations from every receive thread.
+    /// Takes the interval's accumulations from every receiver.
     pub fn take_interval(&self) -> Vec<Vec<Partial>> {
-        self.receivers
+        self.receivers()
             .iter()
             .map(|r| r.aggregator.lock().take_interval())
             .collect()
+    }
+
+    /// Every receiver (for self-metrics).
+    pub fn receivers(&self) -> Vec<Arc<Receiver>> {
+        self.receivers.lock().clone()
+    }
+
+    /// Adds a receiver run by another component (the per-container ports), so that its
+    /// intervals are flushed and its counts reported with the others.
+    pub fn add_receiver(&self, receiver: Arc<Receiver>) {
+        self.receivers.lock().push(receiver);
     }
 
     /// Stops the receive threads after they have drained what the kernel still holds.
@@ -252,6 +272,7 @@ fn receive_loop(
     socket: RawSocket,
     stats: &ReceiverStats,
     aggregator: &Mutex<Aggregator>,
+    attribution: &Attribution,
     stop: &AtomicBool,
     epoch: Instant,
 ) {
@@ -280,12 +301,17 @@ fn receive_loop(
             continue;
         }
         let now = epoch.elapsed().as_nanos() as u64;
+        let ips = attribution.ips();
         {
             let mut agg = aggregator.lock();
             for d in batch.datagrams() {
                 tally.datagrams += 1;
                 tally.truncated += d.truncated as u64;
-                process_datagram(d.data, None, &mut agg, &mut tally, now);
+                let by_ip = match (ips.is_empty(), d.source) {
+                    (false, Some(ip)) => ips.get(&ip).map(|c| &**c),
+                    _ => None,
+                };
+                process_datagram(d.data, None, by_ip, &mut agg, &mut tally, now);
             }
         }
         if let Some(drops) = batch.kernel_drops() {
@@ -296,10 +322,12 @@ fn receive_loop(
     tally.publish(stats);
 }
 
-/// Parses and aggregates every line of one datagram.
-fn process_datagram(
+/// Parses and aggregates every line of one datagram. A sample's container is, in order:
+/// the port's own container, the line's `|c:` field, the container of the sender's IP.
+pub(crate) fn process_datagram(
     data: &[u8],
     port_container: Option<&str>,
+    ip_container: Option<&str>,
     agg: &mut Aggregator,
     tally: &mut Tally,
     now: u64,
@@ -309,14 +337,14 @@ fn process_datagram(
         match parse(line) {
             Ok(Parsed::Metric(m)) => {
                 tally.bad_sample_rate += m.bad_sample_rate as u64;
-                let container = port_container.or(m.container_id);
+                let container = port_container.or(m.container_id).or(ip_container);
                 if agg.add(&m, container, now).is_err() {
                     tally.series_dropped += 1;
                 }
             }
             Ok(Parsed::ServiceCheck(sc)) => {
                 tally.service_checks += 1;
-                let container = port_container.or(sc.container_id);
+                let container = port_container.or(sc.container_id).or(ip_container);
                 if agg.add_service_check(&sc, container, now).is_err() {
                     tally.series_dropped += 1;
                 }

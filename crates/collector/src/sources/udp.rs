@@ -19,6 +19,8 @@ pub struct RecvBatch {
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     control: Vec<u8>,
+    /// Source addresses, one per datagram.
+    names: Vec<libc::sockaddr_storage>,
     /// Datagrams received by the last call.
     received: usize,
 }
@@ -29,6 +31,8 @@ unsafe impl Send for RecvBatch {}
 /// One received datagram.
 pub struct Datagram<'a> {
     pub data: &'a [u8],
+    /// The sender's IP (UDP only).
+    pub source: Option<std::net::IpAddr>,
     /// The datagram was larger than the buffer and was cut.
     pub truncated: bool,
 }
@@ -42,6 +46,8 @@ impl RecvBatch {
             iovecs: Vec::with_capacity(BATCH),
             headers: Vec::with_capacity(BATCH),
             control,
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            names: vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH],
             received: 0,
         };
         for i in 0..BATCH {
@@ -72,6 +78,10 @@ impl RecvBatch {
                 unsafe { self.control.as_mut_ptr().add(i * CONTROL_LEN) } as *mut libc::c_void;
             h.msg_hdr.msg_controllen = CONTROL_LEN as _;
             h.msg_hdr.msg_flags = 0;
+            h.msg_hdr.msg_name =
+                &mut self.names[i] as *mut libc::sockaddr_storage as *mut libc::c_void;
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_len = 0;
         }
         let flags = if wait {
@@ -112,6 +122,7 @@ impl RecvBatch {
                 let len = (h.msg_len as usize).min(MAX_DATAGRAM);
                 Datagram {
                     data: &self.buffers[i * MAX_DATAGRAM..i * MAX_DATAGRAM + len],
+                    source: source_ip(&self.names[i], h.msg_hdr.msg_namelen),
                     truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
                 }
             })
@@ -129,6 +140,30 @@ impl RecvBatch {
 impl Default for RecvBatch {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+fn source_ip(addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.ss_family as i32 {
+        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(addr as *const _ as *const libc::sockaddr_in) };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
+        }
+        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(addr as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(
+                ip.to_ipv4_mapped()
+                    .map(IpAddr::V4)
+                    .unwrap_or(IpAddr::V6(ip)),
+            )
+        }
+        _ => None,
     }
 }
 
