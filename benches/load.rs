@@ -186,10 +186,18 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+fn current_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -264,9 +272,10 @@ fn run_daemon(rate: u64, seconds: u64, datagrams: &[Vec<u8>]) -> RunResult {
     let sent = blast(daemon.statsd, rate, seconds, datagrams);
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = (cpu_seconds(daemon.pid()) - cpu0) / elapsed;
-    // Wait for the interval holding the last samples to be flushed.
-    let (counted, kernel_drops) = daemon.wait_counted(sent);
+    // The peak while receiving and flushing, before the API renders anything.
+    std::thread::sleep(Duration::from_millis(1100));
     let rss_kib = peak_rss_kib(daemon.pid());
+    let (counted, kernel_drops) = daemon.wait_counted(sent);
     daemon.stop();
     RunResult {
         sent,
@@ -517,12 +526,20 @@ fn memory_phase(series: usize) {
         std::thread::sleep(Duration::from_millis(1200));
     }
     std::thread::sleep(Duration::from_millis(1200));
+    // Read the peak before asking the API for anything: rendering the whole node batch
+    // (hundreds of thousands of datapoints) is a cost of its own, reported separately.
+    let rss_held = peak_rss_kib(daemon.pid());
+    let current = current_rss_kib(daemon.pid());
     let body = daemon.node_app();
     let live = Daemon::self_metric(&body, "corral.statsd.series");
-    let rss = peak_rss_kib(daemon.pid());
+    let points = body["datapoints"].as_array().map(Vec::len).unwrap_or(0);
+    let rss_after_api = peak_rss_kib(daemon.pid());
     println!(
-        "memory: {series} series sent, {live} live in the aggregator; peak RSS {:.1} MiB",
-        rss as f64 / 1024.0
+        "memory: {series} series sent, {live} live, {points} datapoints in the last flush; \
+         peak RSS {:.1} MiB (current {:.1} MiB); peak after rendering /v0/node/app once {:.1} MiB",
+        rss_held as f64 / 1024.0,
+        current as f64 / 1024.0,
+        rss_after_api as f64 / 1024.0
     );
     daemon.stop();
 }

@@ -1,21 +1,44 @@
 //! Series keys: a metric name and its tags in one immutable, shared string.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
-/// A metric name plus its sorted, de-duplicated tags, stored as one `Arc<str>`.
+use triomphe::ThinArc;
+
+/// A metric name plus its sorted, de-duplicated tags, stored as one shared string behind a
+/// thin (one-word) pointer: every datapoint and aggregator entry holds one, so its size counts.
 ///
 /// Layout: `name` followed by `"\n" key ":" value` per tag, tags sorted by (key, value). A newline
 /// can never occur inside a StatsD line, a tag key never holds `:`, so the layout is unambiguous.
 /// A bare tag is stored with an empty value.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SeriesKey(Arc<str>);
+#[derive(Clone)]
+pub struct SeriesKey(ThinArc<(), u8>);
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded() == other.encoded()
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl PartialOrd for SeriesKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SeriesKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.encoded().cmp(other.encoded())
+    }
+}
 
 impl SeriesKey {
     /// A key with no tags.
     pub fn plain(name: &str) -> Self {
-        SeriesKey(Arc::from(name))
+        Self::from_encoded(name)
     }
 
     /// Builds a key from a name and tags in any order, possibly with duplicates.
@@ -44,35 +67,39 @@ impl SeriesKey {
             s.push(':');
             s.push_str(v);
         }
-        SeriesKey(Arc::from(s))
+        Self::from_encoded(&s)
     }
 
     /// Wraps an already encoded key (see the type's layout). Used by the aggregator, which
     /// encodes keys itself without an intermediate vector.
     pub fn from_encoded(encoded: &str) -> Self {
-        SeriesKey(Arc::from(encoded))
+        SeriesKey(ThinArc::from_header_and_slice((), encoded.as_bytes()))
     }
 
     /// The encoded form: name, then `\nkey:value` per tag.
     pub fn encoded(&self) -> &str {
-        &self.0
+        // SAFETY: keys are only ever built from `&str` (see the constructors), so the bytes are
+        // valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0.slice) }
     }
 
     pub fn name(&self) -> &str {
-        match self.0.find('\n') {
-            Some(i) => &self.0[..i],
-            None => &self.0,
+        let s = self.encoded();
+        match s.find('\n') {
+            Some(i) => &s[..i],
+            None => s,
         }
     }
 
     pub fn has_tags(&self) -> bool {
-        self.0.contains('\n')
+        self.encoded().contains('\n')
     }
 
     /// The tags in sorted order.
     pub fn tags(&self) -> TagIter<'_> {
-        let rest = match self.0.find('\n') {
-            Some(i) => &self.0[i + 1..],
+        let s = self.encoded();
+        let rest = match s.find('\n') {
+            Some(i) => &s[i + 1..],
             None => "",
         };
         TagIter {
@@ -83,13 +110,13 @@ impl SeriesKey {
 
     /// Bytes of heap this key holds (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
-        self.0.len() + 2 * std::mem::size_of::<usize>()
+        self.encoded().len() + 2 * std::mem::size_of::<usize>()
     }
 }
 
 impl Hash for SeriesKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state)
+        self.encoded().hash(state)
     }
 }
 
@@ -157,5 +184,11 @@ mod tests {
         let p = SeriesKey::plain("m");
         assert!(!p.has_tags());
         assert_eq!(p.tags().count(), 0);
+    }
+
+    #[test]
+    fn a_key_is_one_word() {
+        assert_eq!(std::mem::size_of::<SeriesKey>(), std::mem::size_of::<usize>());
+        assert_eq!(std::mem::size_of::<Option<SeriesKey>>(), std::mem::size_of::<usize>());
     }
 }
