@@ -86,6 +86,17 @@ pub enum AddError {
     SeriesLimit,
 }
 
+impl Acc {
+    fn kind(&self) -> MetricType {
+        match self {
+            Acc::Counter(..) => MetricType::Counter,
+            Acc::Gauge(_) => MetricType::Gauge,
+            Acc::Samples(s) => s.kind.unwrap_or(MetricType::Timer),
+            Acc::Set(_) => MetricType::Set,
+        }
+    }
+}
+
 /// Accumulation of one interval for one series.
 #[derive(Debug)]
 enum Acc {
@@ -133,6 +144,8 @@ impl GaugeAcc {
 /// Samples of a timer, histogram or distribution within one interval.
 #[derive(Clone, Debug, Default)]
 pub struct Samples {
+    /// Timer, histogram or distribution (kept here rather than in every entry).
+    kind: Option<MetricType>,
     /// The real samples, while there are at most `EXACT_SAMPLES`.
     values: Vec<f64>,
     /// Replaces `values` past `EXACT_SAMPLES`.
@@ -370,11 +383,84 @@ fn member_hash(member: &str) -> u64 {
 #[derive(Debug)]
 struct Entry {
     key: SeriesKey,
-    container: Option<Arc<str>>,
     acc: Acc,
+    /// Index into the aggregator's [`Containers`]; 0 is "no container".
+    container: u32,
     /// The interval (flush generation) of the last sample.
     last_seen: u32,
-    kind: MetricType,
+}
+
+/// The container ids an aggregator's entries refer to, interned so that an entry holds a
+/// 4-byte index instead of a pointer pair (memory per series matters at 100k+ series).
+struct Containers {
+    /// Index 0 is "no container".
+    ids: Vec<Option<Arc<str>>>,
+    /// Entries referring to each index.
+    refs: Vec<u32>,
+    index: HashMap<Arc<str>, u32>,
+    free: Vec<u32>,
+}
+
+impl Containers {
+    fn new() -> Self {
+        Containers {
+            ids: vec![None],
+            refs: vec![0],
+            index: HashMap::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// The index of an already known container, `Some(0)` for none, `None` when unknown.
+    fn find(&self, c: Option<&str>) -> Option<u32> {
+        match c {
+            None => Some(0),
+            Some(c) => self.index.get(c).copied(),
+        }
+    }
+
+    /// The index for `c`, adding it when new; counts one more entry referring to it.
+    fn acquire(&mut self, c: Option<&str>) -> u32 {
+        let i = match self.find(c) {
+            Some(i) => i,
+            None => {
+                let id: Arc<str> = Arc::from(c.unwrap_or_default());
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.ids[i as usize] = Some(id.clone());
+                        i
+                    }
+                    None => {
+                        self.ids.push(Some(id.clone()));
+                        self.refs.push(0);
+                        (self.ids.len() - 1) as u32
+                    }
+                };
+                self.index.insert(id, i);
+                i
+            }
+        };
+        self.refs[i as usize] += 1;
+        i
+    }
+
+    fn release(&mut self, i: u32) {
+        if i == 0 {
+            return;
+        }
+        let refs = &mut self.refs[i as usize];
+        *refs = refs.saturating_sub(1);
+        if *refs == 0 {
+            if let Some(id) = self.ids[i as usize].take() {
+                self.index.remove(&id);
+            }
+            self.free.push(i);
+        }
+    }
+
+    fn get(&self, i: u32) -> Option<Arc<str>> {
+        self.ids.get(i as usize).cloned().flatten()
+    }
 }
 
 /// A receive thread's aggregation state. See the module docs.
@@ -382,7 +468,7 @@ pub struct Aggregator {
     config: Arc<AggregatorConfig>,
     table: HashTable<Entry>,
     hasher: foldhash::fast::RandomState,
-    containers: HashSet<Arc<str>>,
+    containers: Containers,
     /// Reused buffer for the encoded key of the line being added.
     scratch: String,
     generation: u32,
@@ -392,7 +478,7 @@ pub struct Aggregator {
 fn hash_key(
     hasher: &foldhash::fast::RandomState,
     kind: MetricType,
-    container: Option<&str>,
+    container: u32,
     encoded: &str,
 ) -> u64 {
     let mut h = hasher.build_hasher();
@@ -426,7 +512,7 @@ impl Aggregator {
             config,
             table: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
-            containers: HashSet::new(),
+            containers: Containers::new(),
             scratch: String::with_capacity(256),
             generation: 0,
             series_dropped: 0,
@@ -536,40 +622,50 @@ impl Aggregator {
             config,
             series_dropped,
         } = self;
-        let hash = hash_key(hasher, kind, container, scratch);
-        let entry = table.entry(
-            hash,
-            |e| {
-                e.kind == kind
-                    && e.key.encoded() == scratch.as_str()
-                    && e.container.as_deref() == container
-            },
-            |e| hash_key(hasher, e.kind, e.container.as_deref(), e.key.encoded()),
-        );
-        let entry = match entry {
-            TableEntry::Occupied(o) => o.into_mut(),
-            TableEntry::Vacant(v) => {
-                if config.series.fetch_add(1, Ordering::Relaxed) >= config.max_series {
-                    config.series.fetch_sub(1, Ordering::Relaxed);
-                    *series_dropped += 1;
-                    return Err(AddError::SeriesLimit);
-                }
-                let container = container.map(|c| match containers.get(c) {
-                    Some(a) => a.clone(),
-                    None => {
-                        let a: Arc<str> = Arc::from(c);
-                        containers.insert(a.clone());
-                        a
+        let rehash = |e: &Entry| hash_key(hasher, e.acc.kind(), e.container, e.key.encoded());
+        let mut admit = || {
+            if config.series.fetch_add(1, Ordering::Relaxed) >= config.max_series {
+                config.series.fetch_sub(1, Ordering::Relaxed);
+                *series_dropped += 1;
+                return Err(AddError::SeriesLimit);
+            }
+            Ok(())
+        };
+        let new_entry = |container| Entry {
+            key: SeriesKey::from_encoded(scratch),
+            acc: new_acc(kind),
+            container,
+            last_seen: *generation,
+        };
+        let entry = match containers.find(container) {
+            Some(index) => {
+                let hash = hash_key(hasher, kind, index, scratch);
+                let found = table.entry(
+                    hash,
+                    |e| {
+                        e.container == index
+                            && e.acc.kind() == kind
+                            && e.key.encoded() == scratch.as_str()
+                    },
+                    rehash,
+                );
+                match found {
+                    TableEntry::Occupied(o) => o.into_mut(),
+                    TableEntry::Vacant(v) => {
+                        admit()?;
+                        let index = containers.acquire(container);
+                        v.insert(new_entry(index)).into_mut()
                     }
-                });
-                v.insert(Entry {
-                    key: SeriesKey::from_encoded(scratch),
-                    container,
-                    acc: new_acc(kind),
-                    last_seen: *generation,
-                    kind,
-                })
-                .into_mut()
+                }
+            }
+            // A container never seen before cannot have an entry yet.
+            None => {
+                admit()?;
+                let index = containers.acquire(container);
+                let hash = hash_key(hasher, kind, index, scratch);
+                table
+                    .insert_unique(hash, new_entry(index), rehash)
+                    .into_mut()
             }
         };
         entry.last_seen = *generation;
@@ -583,19 +679,22 @@ impl Aggregator {
         let expiry = self.config.expiry_flushes;
         let mut out = Vec::new();
         let mut expired = 0usize;
+        let containers = &mut self.containers;
         self.table.retain(|e| {
             if e.last_seen == current {
+                let kind = e.acc.kind();
                 if let Some(acc) = take_acc(&mut e.acc) {
                     out.push(Partial {
-                        container: e.container.clone(),
+                        container: containers.get(e.container),
                         key: e.key.clone(),
-                        kind: e.kind,
+                        kind,
                         acc,
                     });
                 }
                 true
             } else if current.wrapping_sub(e.last_seen) >= expiry {
                 expired += 1;
+                containers.release(e.container);
                 false
             } else {
                 true
@@ -603,7 +702,6 @@ impl Aggregator {
         });
         if expired > 0 {
             self.config.series.fetch_sub(expired, Ordering::Relaxed);
-            self.containers.retain(|c| Arc::strong_count(c) > 1);
         }
         self.generation = self.generation.wrapping_add(1);
         out
@@ -623,7 +721,10 @@ fn new_acc(kind: MetricType) -> Acc {
         MetricType::Counter => Acc::Counter(0.0, 0.0),
         MetricType::Gauge => Acc::Gauge(Box::new(GaugeAcc::EMPTY)),
         MetricType::Timer | MetricType::Histogram | MetricType::Distribution => {
-            Acc::Samples(Box::default())
+            Acc::Samples(Box::new(Samples {
+                kind: Some(kind),
+                ..Samples::default()
+            }))
         }
         MetricType::Set => Acc::Set(Box::default()),
     }
@@ -641,6 +742,7 @@ fn take_acc(acc: &mut Acc) -> Option<PartialAcc> {
             }
             let cap = s.values.len().min(1024);
             let taken = std::mem::take(s.as_mut());
+            s.kind = taken.kind;
             s.values.reserve(cap);
             PartialAcc::Samples(Box::new(taken))
         }
@@ -816,5 +918,18 @@ mod tests {
         assert_eq!(nearest_rank(99.9, 1001), 1000);
         assert_eq!(nearest_rank(95.0, 20), 19);
         assert_eq!(nearest_rank(50.0, 1), 1);
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    #[test]
+    fn an_entry_stays_small() {
+        // Memory per series at 100k+ series is dominated by this and the key.
+        assert!(
+            std::mem::size_of::<super::Entry>() <= 40,
+            "{}",
+            std::mem::size_of::<super::Entry>()
+        );
     }
 }

@@ -430,3 +430,19 @@ fn counters_carry_a_running_total_for_cumulative_exposition() {
         Some((1.0, Kind::Counter { total: 5.0 }))
     );
 }
+
+#[test]
+fn containers_come_and_go() {
+    let mut h = Harness::new(1, AggregatorConfig::new(vec![], GaugeSign::Delta, 1, 1000));
+    h.send(&["c:1|c|c:a", "c:1|c|c:b", "d:1|c|c:a"]);
+    assert_flush(
+        &h.flush(),
+        &[("c{@a}", 1.0), ("c{@b}", 1.0), ("d{@a}", 1.0)],
+    );
+    // Nothing for one interval: every series (and so every container) expires.
+    h.flush();
+    assert_eq!(h.aggs[0].len(), 0);
+    // The freed container slots are reused without mixing series up.
+    h.send(&["c:2|c|c:b", "c:3|c|c:z", "c:4|c"]);
+    assert_flush(&h.flush(), &[("c", 4.0), ("c{@b}", 2.0), ("c{@z}", 3.0)]);
+}
