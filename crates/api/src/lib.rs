@@ -4,6 +4,7 @@
 //! master) and `/system/v1/agent/{mesos_id}/metrics/v0` (Admin Router's per-agent proxy path).
 
 mod ports;
+mod prometheus;
 mod render;
 mod routes;
 
@@ -53,6 +54,7 @@ pub fn router(state: ApiState) -> Router {
         .nest("/system/v1/metrics/v0", routes::v0())
         .nest("/system/v1/agent/{mesos_id}/metrics/v0", agent)
         // Routes outside the v0 API (such as a Prometheus `/metrics`) belong here.
+        .route("/metrics", prometheus::route())
         .with_state(state)
         .layer(middleware::from_fn(log_request))
 }

@@ -8,7 +8,8 @@ use std::time::UNIX_EPOCH;
 use corral_model::{rfc3339_millis, Datapoint, MetricBatch};
 
 /// The dcos-metrics body for `points` (a slice of `batch.points`):
-/// `{"datapoints":[...],"dimensions":{...}}`.
+/// `{"datapoints":[...],"dimensions":{...}}`. Counters without samples in the interval are
+/// left out (see `Datapoint::in_interval`); callers answer 204 when none is left.
 pub(crate) fn metrics_body(batch: &MetricBatch, points: &[Datapoint]) -> Vec<u8> {
     // Every datapoint carries the batch's timestamp: format it once. The formatter panics on
     // times before 1970, which only a broken clock could produce.
@@ -22,7 +23,7 @@ pub(crate) fn metrics_body(batch: &MetricBatch, points: &[Datapoint]) -> Vec<u8>
     let mut name = String::with_capacity(64);
 
     out.extend_from_slice(b"{\"datapoints\":[");
-    for (i, p) in points.iter().enumerate() {
+    for (i, p) in points.iter().filter(|p| p.in_interval()).enumerate() {
         if i > 0 {
             out.push(b',');
         }

@@ -137,7 +137,7 @@ async fn whole_batch(batch: Option<Arc<MetricBatch>>) -> Response {
 /// A metrics body, or 204 with no body when there are no datapoints (what dcos-metrics
 /// clients expect for "no data").
 fn metrics(batch: &MetricBatch, points: &[Datapoint]) -> Response {
-    if points.is_empty() {
+    if !points.iter().any(Datapoint::in_interval) {
         return no_content();
     }
     json(render::metrics_body(batch, points))

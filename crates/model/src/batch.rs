@@ -97,38 +97,48 @@ impl Unit {
 }
 
 /// What a datapoint's value means over time; decides its Prometheus type.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Kind {
     /// A level (gauges, sets, host and container readings, timer statistics).
     #[default]
     Gauge,
-    /// A StatsD counter: `value` is the sum within the flush interval (what the v0 API shows),
-    /// `total` the running sum since the series appeared (what Prometheus scrapes).
-    Counter { total: f64 },
+    /// A StatsD counter: `value` is the sum within the flush interval (what the v0 API and
+    /// Kafka carry), `total` the running sum since the series appeared (what Prometheus
+    /// scrapes). A counter stays in the batches while it lives, with `value` 0 in intervals
+    /// without samples, so that Prometheus sees no gaps.
+    Counter,
     /// A monotonic total since some start (Corral's own counts, CPU seconds, bytes sent).
     Cumulative,
 }
 
-/// One value of one series at one time (the batch's timestamp).
+/// One value of one series at one time (the batch's timestamp). Kept small: a flush of many
+/// series holds one of these per statistic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Datapoint {
     pub key: SeriesKey,
+    pub value: f64,
+    /// For `Kind::Counter`: the running total; 0 otherwise.
+    pub total: f64,
     pub stat: Stat,
     pub unit: Unit,
     pub kind: Kind,
-    pub value: f64,
 }
 
 impl Datapoint {
     /// A gauge-kind datapoint.
     pub fn new(key: SeriesKey, stat: Stat, unit: Unit, value: f64) -> Self {
-        Datapoint {
-            key,
-            stat,
-            unit,
-            kind: Kind::Gauge,
-            value,
-        }
+        Datapoint { key, value, total: 0.0, stat, unit, kind: Kind::Gauge }
+    }
+
+    /// A StatsD counter: the interval's sum and the running total.
+    pub fn counter(key: SeriesKey, interval: f64, total: f64) -> Self {
+        Datapoint { key, value: interval, total, stat: Stat::Value, unit: Unit::None, kind: Kind::Counter }
+    }
+
+    /// Whether the datapoint belongs in interval-based outputs (the v0 API, Kafka): all but
+    /// counters without samples in the interval, which CONTRACT §2 does not emit.
+    pub fn in_interval(&self) -> bool {
+        !(self.kind == Kind::Counter && self.value == 0.0)
     }
 
     pub fn with_kind(mut self, kind: Kind) -> Self {
@@ -322,3 +332,11 @@ mod tests {
     }
 }
 
+
+#[cfg(test)]
+mod layout {
+    #[test]
+    fn a_datapoint_stays_small() {
+        assert!(std::mem::size_of::<super::Datapoint>() <= 40, "{}", std::mem::size_of::<super::Datapoint>());
+    }
+}

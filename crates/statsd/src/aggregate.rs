@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use corral_model::{Datapoint, Kind, SeriesKey, Stat, Unit};
+use corral_model::{Datapoint, SeriesKey, Stat, Unit};
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{HashMap, HashSet, HashTable};
 use smallvec::SmallVec;
@@ -100,8 +100,8 @@ impl Acc {
 /// Accumulation of one interval for one series.
 #[derive(Debug)]
 enum Acc {
-    /// The interval's sum and the running total since the series appeared.
-    Counter(f64, f64),
+    /// The interval's sum.
+    Counter(f64),
     Gauge(Box<GaugeAcc>),
     Samples(Box<Samples>),
     Set(Box<SetAcc>),
@@ -551,11 +551,10 @@ impl Aggregator {
         let rate = line.sample_rate;
         let entry = self.entry(line.name, line.tags, container, kind)?;
         match &mut entry.acc {
-            Acc::Counter(sum, total) => {
+            Acc::Counter(sum) => {
                 for v in line.values {
                     if let Value::Number { value, .. } = v {
                         *sum += value / rate;
-                        *total += value / rate;
                     }
                 }
             }
@@ -718,7 +717,7 @@ impl Drop for Aggregator {
 
 fn new_acc(kind: MetricType) -> Acc {
     match kind {
-        MetricType::Counter => Acc::Counter(0.0, 0.0),
+        MetricType::Counter => Acc::Counter(0.0),
         MetricType::Gauge => Acc::Gauge(Box::new(GaugeAcc::EMPTY)),
         MetricType::Timer | MetricType::Histogram | MetricType::Distribution => {
             Acc::Samples(Box::new(Samples {
@@ -734,7 +733,7 @@ fn new_acc(kind: MetricType) -> Acc {
 /// where that is cheap).
 fn take_acc(acc: &mut Acc) -> Option<PartialAcc> {
     Some(match acc {
-        Acc::Counter(sum, total) => PartialAcc::Counter(std::mem::take(sum), *total),
+        Acc::Counter(sum) => PartialAcc::Counter(std::mem::take(sum)),
         Acc::Gauge(g) => PartialAcc::Gauge(std::mem::replace(g.as_mut(), GaugeAcc::EMPTY)),
         Acc::Samples(s) => {
             if s.n == 0 {
@@ -761,8 +760,8 @@ pub struct Partial {
 
 #[derive(Debug)]
 pub enum PartialAcc {
-    /// Interval sum, running total.
-    Counter(f64, f64),
+    /// The interval's sum.
+    Counter(f64),
     Gauge(GaugeAcc),
     Samples(Box<Samples>),
     Set(Box<SetAcc>),
@@ -771,10 +770,7 @@ pub enum PartialAcc {
 impl PartialAcc {
     fn merge(&mut self, other: PartialAcc) {
         match (self, other) {
-            (PartialAcc::Counter(a, at), PartialAcc::Counter(b, bt)) => {
-                *a += b;
-                *at += bt;
-            }
+            (PartialAcc::Counter(a), PartialAcc::Counter(b)) => *a += b,
             (PartialAcc::Gauge(a), PartialAcc::Gauge(b)) => a.merge(&b),
             (PartialAcc::Samples(a), PartialAcc::Samples(b)) => a.merge(*b),
             (PartialAcc::Set(a), PartialAcc::Set(b)) => a.merge(*b),
@@ -798,11 +794,20 @@ impl FlushOutput {
 
 type SeriesId = (Option<Arc<str>>, SeriesKey);
 
+struct CounterState {
+    total: f64,
+    interval: f64,
+    seen: u32,
+}
+
 /// The flusher's state: merges aggregators' partials and keeps gauges between flushes.
 pub struct FlushState {
     config: Arc<AggregatorConfig>,
     /// Current value and last update generation of every live gauge.
     gauges: HashMap<SeriesId, (f64, u32)>,
+    /// Running total, this interval's sum and last update generation of every live counter:
+    /// one total per series however many receive threads saw it.
+    counters: HashMap<SeriesId, CounterState>,
     generation: u32,
 }
 
@@ -811,6 +816,7 @@ impl FlushState {
         FlushState {
             config,
             gauges: HashMap::new(),
+            counters: HashMap::new(),
             generation: 0,
         }
     }
@@ -818,6 +824,11 @@ impl FlushState {
     /// Live gauges (emitted every flush until they expire).
     pub fn gauges(&self) -> usize {
         self.gauges.len()
+    }
+
+    /// Live counters (emitted every flush until they expire, with their running total).
+    pub fn counters(&self) -> usize {
+        self.counters.len()
     }
 
     /// Computes the datapoints of one interval from every aggregator's partials.
@@ -828,12 +839,15 @@ impl FlushState {
         let generation = self.generation;
         for p in merged {
             match p.acc {
-                PartialAcc::Counter(sum, total) => {
-                    if sum != 0.0 {
-                        let point = Datapoint::new(p.key, Stat::Value, Unit::None, sum)
-                            .with_kind(Kind::Counter { total });
-                        groups.entry(p.container).or_default().push(point);
-                    }
+                PartialAcc::Counter(sum) => {
+                    let c = self.counters.entry((p.container, p.key)).or_insert(CounterState {
+                        total: 0.0,
+                        interval: 0.0,
+                        seen: generation,
+                    });
+                    c.total += sum;
+                    c.interval += sum;
+                    c.seen = generation;
                 }
                 PartialAcc::Samples(s) => {
                     s.emit(&p.key, percentiles, groups.entry(p.container).or_default())
@@ -871,6 +885,20 @@ impl FlushState {
                 .entry(container.clone())
                 .or_default()
                 .push(Datapoint::new(key.clone(), Stat::Value, Unit::None, *value));
+            true
+        });
+        // Counters are emitted while they live, with 0 for an interval without samples (which
+        // interval-based outputs skip, see `Datapoint::in_interval`), so that cumulative
+        // consumers see no gaps.
+        self.counters.retain(|(container, key), c| {
+            if generation.wrapping_sub(c.seen) >= expiry {
+                return false;
+            }
+            groups
+                .entry(container.clone())
+                .or_default()
+                .push(Datapoint::counter(key.clone(), c.interval, c.total));
+            c.interval = 0.0;
             true
         });
         self.generation = self.generation.wrapping_add(1);

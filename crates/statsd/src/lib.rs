@@ -10,6 +10,8 @@ mod line;
 mod parse;
 mod sketch;
 
-pub use aggregate::{AddError, Aggregator, AggregatorConfig, FlushOutput, FlushState, GaugeSign, Partial};
+pub use aggregate::{
+    AddError, Aggregator, AggregatorConfig, FlushOutput, FlushState, GaugeSign, Partial,
+};
 pub use line::{Event, Line, MetricType, Parsed, Reject, ServiceCheck, Tags, Value, Values};
 pub use parse::{lines, parse};

@@ -1,6 +1,8 @@
 //! What a parsed StatsD line is: borrowed slices of the input plus the few numbers parsed
 //! from it. Nothing here allocates.
 
+use crate::parse::{find, Delim, Delims, Masks, Scan};
+
 /// The StatsD metric types of CONTRACT §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MetricType {
@@ -21,7 +23,10 @@ pub enum MetricType {
 impl MetricType {
     /// Types whose samples are summarised with count/sum/min/max/.../percentiles.
     pub fn is_distribution(self) -> bool {
-        matches!(self, MetricType::Timer | MetricType::Histogram | MetricType::Distribution)
+        matches!(
+            self,
+            MetricType::Timer | MetricType::Histogram | MetricType::Distribution
+        )
     }
 }
 
@@ -160,18 +165,24 @@ pub enum Value<'a> {
 
 impl<'a> Values<'a> {
     /// The raw value text.
+    #[inline]
     pub fn raw(&self) -> &'a str {
         self.raw
     }
 
+    #[inline]
     pub fn iter(&self) -> ValuesIter<'a> {
-        ValuesIter { rest: Some(self.raw), kind: self.kind }
+        ValuesIter {
+            rest: Some(self.raw),
+            kind: self.kind,
+        }
     }
 }
 
 impl<'a> IntoIterator for Values<'a> {
     type Item = Value<'a>;
     type IntoIter = ValuesIter<'a>;
+    #[inline]
     fn into_iter(self) -> ValuesIter<'a> {
         self.iter()
     }
@@ -186,6 +197,7 @@ pub struct ValuesIter<'a> {
 impl<'a> Iterator for ValuesIter<'a> {
     type Item = Value<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Value<'a>> {
         loop {
             let rest = self.rest?;
@@ -194,7 +206,7 @@ impl<'a> Iterator for ValuesIter<'a> {
                 self.rest = None;
                 return Some(Value::Member(rest));
             }
-            let (slot, tail) = match memchr::memchr(b':', rest.as_bytes()) {
+            let (slot, tail) = match find(rest.as_bytes(), b':') {
                 Some(i) => (&rest[..i], Some(&rest[i + 1..])),
                 None => (rest, None),
             };
@@ -224,68 +236,110 @@ pub struct Tags<'a> {
 }
 
 impl<'a> Tags<'a> {
+    #[inline]
     pub fn len(&self) -> usize {
         self.count
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
+    #[inline]
     pub fn iter(&self) -> TagsIter<'a> {
-        TagsIter { fields: self.fields, current: "" }
+        // Without tags there is nothing to walk: skip classifying the other fields.
+        let fields = if self.count == 0 { "" } else { self.fields };
+        let bytes = fields.as_bytes();
+        let masks = (!bytes.is_empty() && bytes.len() <= Masks::MAX_LEN).then(|| Masks::new(bytes));
+        TagsIter {
+            fields,
+            masks,
+            next_field: 0,
+            pos: 0,
+            section_end: 0,
+        }
     }
 }
 
 impl<'a> IntoIterator for Tags<'a> {
     type Item = (&'a str, &'a str);
     type IntoIter = TagsIter<'a>;
+    #[inline]
     fn into_iter(self) -> TagsIter<'a> {
         self.iter()
     }
 }
 
-/// Iterator over `(key, value)` tags.
+/// Iterator over `(key, value)` tags. Walks indexes into the whole fields section, classified
+/// up front when short, so that finding each delimiter is cheap.
 pub struct TagsIter<'a> {
-    /// Fields not yet looked at.
     fields: &'a str,
-    /// The rest of the `#` field being walked.
-    current: &'a str,
+    masks: Option<Masks>,
+    /// Start of the first field not yet looked at.
+    next_field: usize,
+    /// Start of the next tag of the `#` section being walked; at or past `section_end` when
+    /// that section is done.
+    pos: usize,
+    section_end: usize,
 }
 
 impl<'a> Iterator for TagsIter<'a> {
     type Item = (&'a str, &'a str);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        // Checked first as it ends every walk, and is all of it for lines without tags.
+        if self.pos >= self.section_end && self.next_field >= self.fields.len() {
+            return None;
+        }
+        self.walk()
+    }
+}
+
+impl<'a> TagsIter<'a> {
+    #[inline(always)]
+    fn find_delim(&self, from: usize, end: usize, delim: Delim) -> usize {
+        match &self.masks {
+            Some(masks) => masks.find(from, end, delim),
+            None => Scan(self.fields.as_bytes()).find(from, end, delim),
+        }
+    }
+
+    #[inline(always)]
+    fn walk(&mut self) -> Option<(&'a str, &'a str)> {
+        let bytes = self.fields.as_bytes();
         loop {
-            if self.current.is_empty() {
+            while self.pos >= self.section_end {
                 // Advance to the next `#` field.
-                loop {
-                    if self.fields.is_empty() {
-                        return None;
-                    }
-                    let (field, rest) = match memchr::memchr(b'|', self.fields.as_bytes()) {
-                        Some(i) => (&self.fields[..i], &self.fields[i + 1..]),
-                        None => (self.fields, ""),
-                    };
-                    self.fields = rest;
-                    if let Some(tags) = field.strip_prefix('#') {
-                        if !tags.is_empty() {
-                            self.current = tags;
-                            break;
-                        }
-                    }
+                let start = self.next_field;
+                if start >= bytes.len() {
+                    return None;
+                }
+                let end = self.find_delim(start, bytes.len(), Delim::Pipe);
+                self.next_field = end + 1;
+                if bytes[start] == b'#' {
+                    self.pos = start + 1;
+                    self.section_end = end;
                 }
             }
-            let (tag, rest) = match memchr::memchr(b',', self.current.as_bytes()) {
-                Some(i) => (&self.current[..i], &self.current[i + 1..]),
-                None => (self.current, ""),
-            };
-            self.current = rest;
-            if tag.is_empty() {
+            let start = self.pos;
+            let end = self.find_delim(start, self.section_end, Delim::Comma);
+            self.pos = end + 1;
+            if end == start {
                 continue;
             }
-            let (key, value) = split_tag(tag);
+            let (key, value) = match &self.masks {
+                Some(masks) => {
+                    let colon = masks.find(start, end, Delim::Colon);
+                    if colon == end {
+                        (&self.fields[start..end], "")
+                    } else {
+                        (&self.fields[start..colon], &self.fields[colon + 1..end])
+                    }
+                }
+                None => split_tag(&self.fields[start..end]),
+            };
             if key.is_empty() && value.is_empty() {
                 continue;
             }
@@ -295,8 +349,9 @@ impl<'a> Iterator for TagsIter<'a> {
 }
 
 /// Splits one tag at its first `:`; a bare tag has the value `""`.
+#[inline]
 pub(crate) fn split_tag(tag: &str) -> (&str, &str) {
-    match memchr::memchr(b':', tag.as_bytes()) {
+    match find(tag.as_bytes(), b':') {
         Some(i) => (&tag[..i], &tag[i + 1..]),
         None => (tag, ""),
     }

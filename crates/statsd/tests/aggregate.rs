@@ -54,7 +54,8 @@ impl Harness {
         let out = self.flush.flush(parts);
         let mut m = BTreeMap::new();
         for (container, points) in out.groups {
-            for p in points {
+            // What the v0 API and Kafka see: counters without samples are not emitted.
+            for p in points.into_iter().filter(|p| p.in_interval()) {
                 let mut tags: Vec<String> = p.key.tags().map(|(k, v)| format!("{k}={v}")).collect();
                 if let Some(c) = &container {
                     tags.insert(0, format!("@{c}"));
@@ -404,31 +405,29 @@ proptest! {
 #[test]
 fn counters_carry_a_running_total_for_cumulative_exposition() {
     use corral_model::Kind;
-    let config = Arc::new(AggregatorConfig::default());
-    let mut agg = Aggregator::new(config.clone());
-    let mut state = FlushState::new(config);
-    let mut flush_with = |agg: &mut Aggregator, lines: &[&str]| {
-        for l in lines {
-            if let Ok(Parsed::Metric(m)) = parse(l.as_bytes()) {
-                agg.add(&m, None, 0).unwrap();
-            }
-        }
-        let out = state.flush(vec![agg.take_interval()]);
-        out.groups
-            .into_iter()
-            .flat_map(|(_, p)| p)
-            .find(|p| p.key.name() == "c")
-            .map(|p| (p.value, p.kind))
+    let mut h = Harness::new(2, AggregatorConfig::new(vec![], GaugeSign::Delta, 3, 1000));
+    let flush = |h: &mut Harness| {
+        let parts = h.aggs.iter_mut().map(|a| a.take_interval()).collect();
+        let out = h.flush.flush(parts);
+        out.groups.into_iter().flat_map(|(_, p)| p).find(|p| p.key.name() == "c").map(|p| {
+            assert_eq!(p.kind, Kind::Counter);
+            (p.value, p.total)
+        })
     };
-    assert_eq!(
-        flush_with(&mut agg, &["c:2|c", "c:1|c|@0.5"]),
-        Some((4.0, Kind::Counter { total: 4.0 }))
-    );
-    assert_eq!(flush_with(&mut agg, &[]), None);
-    assert_eq!(
-        flush_with(&mut agg, &["c:1|c"]),
-        Some((1.0, Kind::Counter { total: 5.0 }))
-    );
+    h.send_on(0, &["c:2|c", "c:1|c|@0.5"]);
+    assert_eq!(flush(&mut h), Some((4.0, 4.0)));
+    // No samples: still there for cumulative consumers, with 0 for the interval.
+    assert_eq!(flush(&mut h), Some((0.0, 4.0)));
+    // Another receive thread sees the series: one total all the same.
+    h.send_on(1, &["c:1|c"]);
+    assert_eq!(flush(&mut h), Some((1.0, 5.0)));
+    h.send_on(0, &["c:2|c"]);
+    h.send_on(1, &["c:3|c"]);
+    assert_eq!(flush(&mut h), Some((5.0, 10.0)));
+    // Expired after three flushes without samples.
+    assert_eq!(flush(&mut h), Some((0.0, 10.0)));
+    assert_eq!(flush(&mut h), Some((0.0, 10.0)));
+    assert_eq!(flush(&mut h), None);
 }
 
 #[test]

@@ -1,0 +1,380 @@
+//! Finding delimiters in short byte spans.
+//!
+//! Lines are a few tens of bytes and the spans between their delimiters a few bytes, so the
+//! cost is in the chain of dependent searches, not in the bytes searched. memchr pays an
+//! indirect call per search; here every search compares whole 16-byte blocks inline (SSE2 on
+//! x86_64), and a line of at most 64 bytes is classified once into bit masks ([`Masks`]),
+//! after which each search is a couple of bit operations.
+
+/// The delimiters the metric grammar looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delim {
+    Colon,
+    Pipe,
+    Comma,
+    /// `:` or `|`, whichever comes first (the end of a name).
+    ColonOrPipe,
+}
+
+impl Delim {
+    #[inline(always)]
+    fn bytes(self) -> (u8, u8) {
+        match self {
+            Delim::Colon => (b':', b':'),
+            Delim::Pipe => (b'|', b'|'),
+            Delim::Comma => (b',', b','),
+            Delim::ColonOrPipe => (b':', b'|'),
+        }
+    }
+}
+
+/// Searches one line for delimiters, by index into that line.
+pub(crate) trait Delims {
+    /// The first index in `from..end` holding `delim`, else `end`. `from <= end <= len`.
+    fn find(&self, from: usize, end: usize, delim: Delim) -> usize;
+}
+
+/// Searches a line of any length block by block.
+pub(crate) struct Scan<'a>(pub(crate) &'a [u8]);
+
+impl Delims for Scan<'_> {
+    #[inline(always)]
+    fn find(&self, from: usize, end: usize, delim: Delim) -> usize {
+        let (a, b) = delim.bytes();
+        find_either_in(self.0, from, end, a, b)
+    }
+}
+
+/// Where the delimiters and non-ASCII bytes of a span of at most 64 bytes are: bit `i` for
+/// byte `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Masks {
+    colon: u64,
+    pipe: u64,
+    comma: u64,
+    high: u64,
+}
+
+impl Masks {
+    pub(crate) const MAX_LEN: usize = 64;
+
+    /// Classifies `span`, which must be at most [`Masks::MAX_LEN`] bytes.
+    #[inline(always)]
+    pub(crate) fn new(span: &[u8]) -> Masks {
+        let len = span.len();
+        assert!(len <= Self::MAX_LEN);
+        let mut masks = Masks {
+            colon: 0,
+            pipe: 0,
+            comma: 0,
+            high: 0,
+        };
+        if len < 16 {
+            masks.add(&padded16(span), 0, 0);
+            return masks;
+        }
+        let mut at = 0;
+        while at + 16 <= len {
+            masks.add(chunk(span, at), at, 0);
+            at += 16;
+        }
+        if at < len {
+            // The last block overlaps bytes already classified: shift those out.
+            masks.add(chunk(span, len - 16), at, 16 - (len - at));
+        }
+        masks
+    }
+
+    /// Bit `i` set when byte `i` of `span` (at most 64 bytes) is `needle`.
+    #[inline(always)]
+    pub(crate) fn eq64(span: &[u8], needle: u8) -> u64 {
+        let len = span.len();
+        assert!(len <= Self::MAX_LEN);
+        if len < 16 {
+            return u64::from(eq16(&padded16(span), needle, needle));
+        }
+        let mut mask = 0;
+        let mut at = 0;
+        while at + 16 <= len {
+            mask |= u64::from(eq16(chunk(span, at), needle, needle)) << at;
+            at += 16;
+        }
+        if at < len {
+            let skip = 16 - (len - at);
+            mask |= u64::from(eq16(chunk(span, len - 16), needle, needle) >> skip) << at;
+        }
+        mask
+    }
+
+    #[inline(always)]
+    fn add(&mut self, chunk: &[u8; 16], at: usize, skip: usize) {
+        let [colon, pipe, comma, high] = classify16(chunk);
+        self.colon |= u64::from(colon >> skip) << at;
+        self.pipe |= u64::from(pipe >> skip) << at;
+        self.comma |= u64::from(comma >> skip) << at;
+        self.high |= u64::from(high >> skip) << at;
+    }
+
+    /// True when every byte is ASCII.
+    #[inline(always)]
+    pub(crate) fn is_ascii(&self) -> bool {
+        self.high == 0
+    }
+}
+
+impl Delims for Masks {
+    #[inline(always)]
+    fn find(&self, from: usize, end: usize, delim: Delim) -> usize {
+        let mask = match delim {
+            Delim::Colon => self.colon,
+            Delim::Pipe => self.pipe,
+            Delim::Comma => self.comma,
+            Delim::ColonOrPipe => self.colon | self.pipe,
+        };
+        // `from` is at most 64, which `checked_shl` maps to an empty mask.
+        let at_or_after = mask & u64::MAX.checked_shl(from as u32).unwrap_or(0);
+        (at_or_after.trailing_zeros() as usize).min(end)
+    }
+}
+
+/// Bit `i` of each mask set when byte `i` of `chunk` is `:`, `|`, `,`, or not ASCII.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn classify16(chunk: &[u8; 16]) -> [u32; 4] {
+    use std::arch::x86_64::*;
+    // SAFETY: the load reads exactly the 16 bytes of `chunk` (unaligned loads are allowed);
+    // the other intrinsics are SSE2, which every x86_64 CPU has.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let eq = |c: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8))) as u32;
+        [eq(b':'), eq(b'|'), eq(b','), _mm_movemask_epi8(v) as u32]
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn classify16(chunk: &[u8; 16]) -> [u32; 4] {
+    let mut masks = [0u32; 4];
+    for (i, &c) in chunk.iter().enumerate() {
+        masks[0] |= u32::from(c == b':') << i;
+        masks[1] |= u32::from(c == b'|') << i;
+        masks[2] |= u32::from(c == b',') << i;
+        masks[3] |= u32::from(c >= 0x80) << i;
+    }
+    masks
+}
+
+/// Bit `i` set when byte `i` of `chunk` is `a` or `b`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn eq16(chunk: &[u8; 16], a: u8, b: u8) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: as in `classify16`.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let eq_a = _mm_cmpeq_epi8(v, _mm_set1_epi8(a as i8));
+        let eq_b = _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+        _mm_movemask_epi8(_mm_or_si128(eq_a, eq_b)) as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn eq16(chunk: &[u8; 16], a: u8, b: u8) -> u32 {
+    chunk
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &c)| m | (u32::from(c == a || c == b) << i))
+}
+
+/// Bit `i` set when byte `i` of `chunk` is not ASCII.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn high16(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: as in `classify16`.
+    unsafe { _mm_movemask_epi8(_mm_loadu_si128(chunk.as_ptr().cast())) as u32 }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn high16(chunk: &[u8; 16]) -> u32 {
+    chunk
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &c)| m | (u32::from(c >= 0x80) << i))
+}
+
+/// `span` (at most 16 bytes) followed by zeros, which match no delimiter and are ASCII. Built
+/// from a few overlapping loads picked by length class rather than a byte loop or a memcpy
+/// call, whose exit branches would depend on the exact length.
+#[inline(always)]
+fn padded16(span: &[u8]) -> [u8; 16] {
+    let len = span.len();
+    let u32_at = |at: usize| u64::from(u32::from_le_bytes(span[at..at + 4].try_into().unwrap()));
+    let u64_at = |at: usize| u64::from_le_bytes(span[at..at + 8].try_into().unwrap());
+    let (lo, hi) = if len >= 8 {
+        // Bytes 8..len come from the last 8, shifted past those already in `lo`.
+        (
+            u64_at(0),
+            u64_at(len - 8)
+                .checked_shr(8 * (16 - len) as u32)
+                .unwrap_or(0),
+        )
+    } else if len >= 4 {
+        (u32_at(0) | (u32_at(len - 4) >> (8 * (8 - len))) << 32, 0)
+    } else if len > 0 {
+        let byte = |at: usize| u64::from(span[at]) << (8 * at);
+        (byte(0) | byte(len / 2) | byte(len - 1), 0)
+    } else {
+        (0, 0)
+    };
+    (u128::from(lo) | u128::from(hi) << 64).to_le_bytes()
+}
+
+#[inline(always)]
+fn chunk(hay: &[u8], at: usize) -> &[u8; 16] {
+    hay[at..at + 16].try_into().unwrap()
+}
+
+/// The first index in `from..end` whose byte is `a` or `b`, else `end`. Compares whole
+/// 16-byte blocks of `hay`, which may extend past `end` (never past `hay`).
+#[inline(always)]
+pub(crate) fn find_either_in(hay: &[u8], from: usize, end: usize, a: u8, b: u8) -> usize {
+    let len = hay.len();
+    if len < 16 {
+        // `from` is at most 15 here.
+        let m = eq16(&padded16(hay), a, b) >> from;
+        return (from + m.trailing_zeros() as usize).min(end);
+    }
+    let mut at = from;
+    while at < end {
+        let m = if at + 16 <= len {
+            eq16(chunk(hay, at), a, b)
+        } else {
+            // The last block overlaps bytes already searched: shift them out.
+            eq16(chunk(hay, len - 16), a, b) >> (at - (len - 16))
+        };
+        if m != 0 {
+            return (at + m.trailing_zeros() as usize).min(end);
+        }
+        at += 16;
+    }
+    end
+}
+
+/// The first index in `from..end` whose byte is `needle`, else `end` (see [`find_either_in`]).
+#[inline(always)]
+pub(crate) fn find_in(hay: &[u8], from: usize, end: usize, needle: u8) -> usize {
+    find_either_in(hay, from, end, needle, needle)
+}
+
+/// The position of the first `needle` in `hay`.
+#[inline]
+pub(crate) fn find(hay: &[u8], needle: u8) -> Option<usize> {
+    let i = find_in(hay, 0, hay.len(), needle);
+    (i < hay.len()).then_some(i)
+}
+
+#[inline(always)]
+pub(crate) fn is_ascii(hay: &[u8]) -> bool {
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let len = hay.len();
+    if len < 8 {
+        return hay.iter().all(|&c| c < 0x80);
+    }
+    let word = |at: usize| u64::from_ne_bytes(hay[at..at + 8].try_into().unwrap());
+    if len < 16 {
+        return (word(0) | word(len - 8)) & HIGH == 0;
+    }
+    let mut high = high16(chunk(hay, len - 16));
+    let mut at = 0;
+    while at + 16 <= len {
+        high |= high16(chunk(hay, at));
+        at += 16;
+    }
+    high == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pseudo-random bytes: every delimiter, each delimiter plus one (`;`, `}`, `-`), bytes
+    /// with the high bit, and zero.
+    fn hay(len: usize) -> Vec<u8> {
+        let alphabet = b"a:;|},-\x80\xff\x00";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                alphabet[(state % alphabet.len() as u64) as usize]
+            })
+            .collect()
+    }
+
+    fn naive(span: &[u8], from: usize, end: usize, delim: Delim) -> usize {
+        let (a, b) = delim.bytes();
+        span[from..end]
+            .iter()
+            .position(|&c| c == a || c == b)
+            .map_or(end, |i| from + i)
+    }
+
+    const DELIMS: [Delim; 4] = [Delim::Colon, Delim::Pipe, Delim::Comma, Delim::ColonOrPipe];
+
+    #[test]
+    fn padding() {
+        let hay = hay(16);
+        for len in 0..=16 {
+            let mut expect = [0u8; 16];
+            expect[..len].copy_from_slice(&hay[..len]);
+            assert_eq!(padded16(&hay[..len]), expect, "{len}");
+        }
+    }
+
+    #[test]
+    fn scan_matches_a_plain_search() {
+        let hay = hay(120);
+        for len in 0..hay.len() {
+            let span = &hay[..len];
+            assert_eq!(is_ascii(span), span.is_ascii());
+            assert_eq!(find(span, b'\xff'), span.iter().position(|&c| c == b'\xff'));
+            for from in 0..=len.min(40) {
+                for end in (from..=len).step_by(3) {
+                    for delim in DELIMS {
+                        assert_eq!(
+                            Scan(span).find(from, end, delim),
+                            naive(span, from, end, delim)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn masks_match_a_plain_search() {
+        let hay = hay(200);
+        for start in 0..16 {
+            for len in 0..=Masks::MAX_LEN {
+                let span = &hay[start..start + len];
+                let masks = Masks::new(span);
+                assert_eq!(masks.is_ascii(), span.is_ascii());
+                let colons = Masks::eq64(span, b':');
+                for i in 0..64 {
+                    assert_eq!(colons >> i & 1 == 1, span.get(i) == Some(&b':'));
+                }
+                for from in 0..=len {
+                    for end in from..=len {
+                        for delim in DELIMS {
+                            assert_eq!(masks.find(from, end, delim), naive(span, from, end, delim));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
