@@ -840,11 +840,14 @@ impl FlushState {
         for p in merged {
             match p.acc {
                 PartialAcc::Counter(sum) => {
-                    let c = self.counters.entry((p.container, p.key)).or_insert(CounterState {
-                        total: 0.0,
-                        interval: 0.0,
-                        seen: generation,
-                    });
+                    let c = self
+                        .counters
+                        .entry((p.container, p.key))
+                        .or_insert(CounterState {
+                            total: 0.0,
+                            interval: 0.0,
+                            seen: generation,
+                        });
                     c.total += sum;
                     c.interval += sum;
                     c.seen = generation;

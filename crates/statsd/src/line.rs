@@ -151,6 +151,9 @@ pub struct Values<'a> {
     /// The raw section between the first `:` and the first `|` (e.g. `1:2::3`).
     pub(crate) raw: &'a str,
     pub(crate) kind: MetricType,
+    /// The value of a section holding one number (the common case), as the parser already
+    /// parsed it: iterating then needs no second parse.
+    pub(crate) single: Option<f64>,
 }
 
 /// One sample of a line.
@@ -175,6 +178,7 @@ impl<'a> Values<'a> {
         ValuesIter {
             rest: Some(self.raw),
             kind: self.kind,
+            single: self.single,
         }
     }
 }
@@ -192,6 +196,7 @@ impl<'a> IntoIterator for Values<'a> {
 pub struct ValuesIter<'a> {
     rest: Option<&'a str>,
     kind: MetricType,
+    single: Option<f64>,
 }
 
 impl<'a> Iterator for ValuesIter<'a> {
@@ -199,6 +204,11 @@ impl<'a> Iterator for ValuesIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Value<'a>> {
+        if let Some(value) = self.single.take() {
+            let signed = matches!(self.rest?.as_bytes().first(), Some(b'+' | b'-'));
+            self.rest = None;
+            return Some(Value::Number { value, signed });
+        }
         loop {
             let rest = self.rest?;
             if self.kind == MetricType::Set {

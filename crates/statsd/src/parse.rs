@@ -212,9 +212,11 @@ fn parse_metric<'a, D: Delims>(line: &'a str, d: &D) -> Result<Line<'a>, Reject>
     let type_end = d.find(type_start, len, Delim::Pipe);
     let kind = metric_type(&b[type_start..type_end])?;
     // A set member is any non-empty text, already checked above.
-    if kind != MetricType::Set {
-        check_numbers(b, d, value_start, value_end)?;
-    }
+    let single = if kind != MetricType::Set {
+        check_numbers(b, d, value_start, value_end)?
+    } else {
+        None
+    };
 
     let mut out = Line {
         name,
@@ -222,6 +224,7 @@ fn parse_metric<'a, D: Delims>(line: &'a str, d: &D) -> Result<Line<'a>, Reject>
         values: Values {
             raw: &line[value_start..value_end],
             kind,
+            single,
         },
         sample_rate: 1.0,
         bad_sample_rate: false,
@@ -265,13 +268,22 @@ fn metric_type(ty: &[u8]) -> Result<MetricType, Reject> {
 /// Validates the non-empty numeric value section `b[start..end]`: packed slots, empty ones
 /// skipped, at least one present. Must accept exactly what `ValuesIter` yields.
 #[inline(always)]
-fn check_numbers<D: Delims>(b: &[u8], d: &D, start: usize, end: usize) -> Result<(), Reject> {
+/// Checks every packed value; returns the value when the section is exactly one number.
+fn check_numbers<D: Delims>(
+    b: &[u8],
+    d: &D,
+    start: usize,
+    end: usize,
+) -> Result<Option<f64>, Reject> {
     let mut any = false;
     let mut slot = start;
     loop {
         let slot_end = d.find(slot, end, Delim::Colon);
         if slot_end > slot {
-            parse_number(&b[slot..slot_end]).ok_or(Reject::BadValue)?;
+            let v = parse_number(&b[slot..slot_end]).ok_or(Reject::BadValue)?;
+            if slot == start && slot_end == end {
+                return Ok(Some(v));
+            }
             any = true;
         }
         if slot_end == end {
@@ -280,7 +292,7 @@ fn check_numbers<D: Delims>(b: &[u8], d: &D, start: usize, end: usize) -> Result
         slot = slot_end + 1;
     }
     if any {
-        Ok(())
+        Ok(None)
     } else {
         Err(Reject::NoValue)
     }
@@ -612,17 +624,18 @@ mod tests {
     #[test]
     fn packed_slots() {
         let check = |raw: &[u8]| check_numbers(raw, &Scan(raw), 0, raw.len());
-        assert_eq!(check(b"1:2:3"), Ok(()));
-        assert_eq!(check(b"1::2:"), Ok(()));
-        assert_eq!(check(b":1"), Ok(()));
+        assert_eq!(check(b"1:2:3"), Ok(None));
+        assert_eq!(check(b"1::2:"), Ok(None));
+        assert_eq!(check(b":1"), Ok(None));
+        assert_eq!(check(b"-1.5"), Ok(Some(-1.5)));
         assert_eq!(check(b":"), Err(Reject::NoValue));
         assert_eq!(check(b":::"), Err(Reject::NoValue));
         assert_eq!(check(b"1:x"), Err(Reject::BadValue));
         assert_eq!(check(b"x::"), Err(Reject::BadValue));
         // Only `start..end` is looked at.
         let b = b"a:1:2|x:y";
-        assert_eq!(check_numbers(b, &Scan(b), 2, 5), Ok(()));
-        assert_eq!(check_numbers(b, &Masks::new(b), 2, 5), Ok(()));
+        assert_eq!(check_numbers(b, &Scan(b), 2, 5), Ok(None));
+        assert_eq!(check_numbers(b, &Masks::new(b), 2, 5), Ok(None));
     }
 
     #[test]

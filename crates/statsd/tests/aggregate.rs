@@ -409,10 +409,14 @@ fn counters_carry_a_running_total_for_cumulative_exposition() {
     let flush = |h: &mut Harness| {
         let parts = h.aggs.iter_mut().map(|a| a.take_interval()).collect();
         let out = h.flush.flush(parts);
-        out.groups.into_iter().flat_map(|(_, p)| p).find(|p| p.key.name() == "c").map(|p| {
-            assert_eq!(p.kind, Kind::Counter);
-            (p.value, p.total)
-        })
+        out.groups
+            .into_iter()
+            .flat_map(|(_, p)| p)
+            .find(|p| p.key.name() == "c")
+            .map(|p| {
+                assert_eq!(p.kind, Kind::Counter);
+                (p.value, p.total)
+            })
     };
     h.send_on(0, &["c:2|c", "c:1|c|@0.5"]);
     assert_eq!(flush(&mut h), Some((4.0, 4.0)));
