@@ -57,12 +57,17 @@ pub struct Cli {
     pub log_level: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Run the daemon (the default when no command is given)
     Run,
     /// Validate the configuration and print the effective configuration as TOML
     CheckConfig,
+    /// Print the MetricLists of an Avro file or a Kafka spool segment as JSON lines
+    AvroDump {
+        /// An Avro container file (data_dir/avro/*.avro) or a spool segment (data_dir/spool/*.seg)
+        file: PathBuf,
+    },
 }
 
 impl Cli {
@@ -112,6 +117,13 @@ mod tests {
         assert_eq!(cli.command, Some(Command::CheckConfig));
         assert!(Cli::try_parse_from(["corral", "check-config", "extra"]).is_err());
         assert!(Cli::try_parse_from(["corral", "serve"]).is_err());
+        assert_eq!(
+            parse(&["avro-dump", "/var/lib/corral/avro/x.avro"]).command,
+            Some(Command::AvroDump {
+                file: PathBuf::from("/var/lib/corral/avro/x.avro")
+            })
+        );
+        assert!(Cli::try_parse_from(["corral", "avro-dump"]).is_err());
     }
 
     #[test]

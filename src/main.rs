@@ -18,6 +18,9 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::AvroDump { file }) = &cli.command {
+        return avro_dump(file);
+    }
     let config = match Config::load(
         cli.config.as_deref(),
         std::env::vars_os()
@@ -44,6 +47,25 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("corral: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `corral avro-dump FILE`: needs no configuration and logs nothing.
+fn avro_dump(file: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let result = corral_collector::sinks::avro_dump(file, &mut out);
+    let flushed = out.flush();
+    match (result, flushed) {
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Err(e), _) => {
+            eprintln!("corral: avro-dump {}: {e:#}", file.display());
+            ExitCode::FAILURE
+        }
+        (Ok(()), Err(e)) => {
+            eprintln!("corral: avro-dump {}: {e}", file.display());
             ExitCode::FAILURE
         }
     }
@@ -93,7 +115,8 @@ async fn serve(config: Config) -> Result<()> {
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(corral_api::serve(
         listener,
-        corral_api::ApiState::new(shared.store.clone(), shared.identity.clone()),
+        corral_api::ApiState::new(shared.store.clone(), shared.identity.clone())
+            .with_container_ports(collector.container_ports()),
         async move {
             let _ = api_stopped.await;
         },

@@ -721,18 +721,33 @@ async fn large_batches_render_completely() {
 #[tokio::test]
 async fn counters_without_samples_in_the_interval_are_not_served() {
     let store = Arc::new(Store::new());
-    let mut idle = dp("idle.counter", &[], Stat::Value, Unit::None, 0.0).with_kind(corral_model::Kind::Counter);
+    let mut idle = dp("idle.counter", &[], Stat::Value, Unit::None, 0.0)
+        .with_kind(corral_model::Kind::Counter);
     idle.total = 5.0;
-    let mut busy = dp("busy.counter", &[], Stat::Value, Unit::None, 2.0).with_kind(corral_model::Kind::Counter);
+    let mut busy = dp("busy.counter", &[], Stat::Value, Unit::None, 2.0)
+        .with_kind(corral_model::Kind::Counter);
     busy.total = 7.0;
-    store.publish(batch(Source::App, Some("c1"), node_dims(), vec![idle.clone(), busy]));
+    store.publish(batch(
+        Source::App,
+        Some("c1"),
+        node_dims(),
+        vec![idle.clone(), busy],
+    ));
     store.publish(batch(Source::App, Some("c2"), node_dims(), vec![idle]));
     let app = router(ApiState::new(store, identity("agent-1")));
     let r = get(&app, "/v0/containers/c1/app").await;
     assert_eq!(r.status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let names: Vec<&str> = v["datapoints"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["datapoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["busy.counter"]);
-    assert_no_content(&get(&app, "/v0/containers/c1/app/idle.counter").await, "idle metric");
+    assert_no_content(
+        &get(&app, "/v0/containers/c1/app/idle.counter").await,
+        "idle metric",
+    );
     assert_no_content(&get(&app, "/v0/containers/c2/app").await, "idle container");
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use corral_model::{Identity, Store};
@@ -16,6 +16,8 @@ use crate::attribution::Attribution;
 use crate::config::{self, Config};
 use crate::outputs::Outputs;
 use crate::pipeline::Pipeline;
+use crate::sources::agent::ContainerDirectory;
+use crate::sources::container_ports::{ContainerPortRegistry, ContainerPortsConfig};
 use crate::sources::statsd::{StatsdSource, StatsdSourceConfig};
 use crate::telemetry::Telemetry;
 
@@ -27,6 +29,7 @@ pub struct Collector {
     pipeline: Arc<Mutex<Pipeline>>,
     outputs: Arc<Outputs>,
     statsd_addrs: Vec<SocketAddr>,
+    container_ports: Arc<ContainerPortRegistry>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -61,6 +64,17 @@ impl Collector {
         ));
         let sinks = crate::sinks::start(config, &shared.telemetry)?;
         let outputs = Arc::new(Outputs::new(shared.store.clone(), sinks));
+        let container_ports = ContainerPortRegistry::start(
+            ContainerPortsConfig {
+                host: s.container_listen_host,
+                range: s.container_port_range,
+                dir: config.data_dir.join("container-ports"),
+                expiry: s.expiry,
+                receive_buffer: usize::try_from(s.receive_buffer).unwrap_or(usize::MAX),
+            },
+            agg_config.clone(),
+            Instant::now(),
+        )?;
         let source = StatsdSource::start(
             &StatsdSourceConfig {
                 listen: s.listen.clone(),
@@ -72,13 +86,18 @@ impl Collector {
             shared.attribution.clone(),
         )?;
         let statsd_addrs = source.udp_addrs.clone();
-        let pipeline = Arc::new(Mutex::new(Pipeline::new(
-            source,
-            agg_config,
-            outputs.clone(),
-            shared.identity.clone(),
-            shared.telemetry.clone(),
-        )));
+        source.add_receiver(container_ports.receiver());
+        let directory = Arc::new(ContainerDirectory::new());
+        let pipeline = Arc::new(Mutex::new(
+            Pipeline::new(
+                source,
+                agg_config,
+                outputs.clone(),
+                shared.identity.clone(),
+                shared.telemetry.clone(),
+            )
+            .with_directory(directory.clone()),
+        ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(flush_loop(
             pipeline.clone(),
@@ -99,11 +118,14 @@ impl Collector {
             shared.attribution.clone(),
             shared.telemetry.clone(),
             stop_rx,
-        ));
+            directory,
+            Some(container_ports.clone()),
+        )?);
         Ok(Collector {
             pipeline,
             outputs,
             statsd_addrs,
+            container_ports,
             stop_tx,
             tasks,
         })
@@ -114,6 +136,11 @@ impl Collector {
         &self.statsd_addrs
     }
 
+    /// The per-container StatsD port registry, for the API.
+    pub fn container_ports(&self) -> Arc<dyn corral_model::ContainerPorts> {
+        self.container_ports.clone()
+    }
+
     /// Stops receiving (after draining the sockets), flushes the current interval, and lets the
     /// sinks deliver or persist what they hold.
     pub async fn shutdown(self) -> Result<()> {
@@ -122,7 +149,9 @@ impl Collector {
             let _ = t.await;
         }
         let pipeline = self.pipeline.clone();
+        let container_ports = self.container_ports.clone();
         let report = tokio::task::spawn_blocking(move || {
+            container_ports.stop();
             let mut p = pipeline.lock();
             p.statsd_mut().stop();
             p.flush()

@@ -41,7 +41,7 @@ impl Outputs {
         self.store.replace(source, &batches);
         let non_empty: Vec<Arc<MetricBatch>> = batches
             .into_iter()
-            .filter(|b| !b.points.is_empty())
+            .filter(|b| b.points.iter().any(|p| p.in_interval()))
             .collect();
         if non_empty.is_empty() {
             return;

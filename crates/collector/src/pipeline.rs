@@ -9,6 +9,7 @@ use corral_model::{Datapoint, Identity, Kind, MetricBatch, SeriesKey, Source, St
 use corral_statsd::{AggregatorConfig, FlushState, Reject};
 
 use crate::outputs::Outputs;
+use crate::sources::agent::ContainerDirectory;
 use crate::sources::statsd::StatsdSource;
 use crate::telemetry::Telemetry;
 
@@ -28,6 +29,8 @@ pub struct Pipeline {
     identity: Arc<Identity>,
     telemetry: Arc<Telemetry>,
     totals: FlushTotals,
+    /// Dimensions of the containers the agent reports, for their StatsD batches.
+    directory: Arc<ContainerDirectory>,
 }
 
 /// What one flush did, for logs and tests.
@@ -54,7 +57,14 @@ impl Pipeline {
             identity,
             telemetry,
             totals: FlushTotals::default(),
+            directory: Arc::default(),
         }
+    }
+
+    /// Uses `directory` for the dimensions of containers' StatsD batches.
+    pub fn with_directory(mut self, directory: Arc<ContainerDirectory>) -> Self {
+        self.directory = directory;
+        self
     }
 
     pub fn statsd(&self) -> &StatsdSource {
@@ -73,6 +83,7 @@ impl Pipeline {
         let output = self.flush_state.flush(parts);
         let node_dims = self.identity.dimensions();
         let node_dims_arc = Arc::new(node_dims.clone());
+        let directory = self.directory.snapshot();
         let mut batches = Vec::with_capacity(output.groups.len() + 1);
         let mut node_points = None;
         let mut datapoints = 0;
@@ -81,12 +92,17 @@ impl Pipeline {
             match container {
                 None => node_points = Some(points),
                 Some(id) => {
-                    let mut dims = node_dims.clone();
-                    dims.container_id = id.to_string();
+                    // A container the agent reports carries its executor, framework, task
+                    // and labels; another keeps the node's dimensions and its id.
+                    let dims = directory.get(&*id).cloned().unwrap_or_else(|| {
+                        let mut dims = node_dims.clone();
+                        dims.container_id = id.to_string();
+                        Arc::new(dims)
+                    });
                     let mut b = MetricBatch {
                         source: Source::App,
                         container_id: Some(id),
-                        dimensions: Arc::new(dims),
+                        dimensions: dims,
                         timestamp,
                         points,
                     };

@@ -91,7 +91,7 @@ fn table<'a>(points: impl IntoIterator<Item = &'a Datapoint>) -> Vec<String> {
             let kind = match p.kind {
                 Kind::Cumulative => "cumulative",
                 Kind::Gauge => "gauge",
-                Kind::Counter { .. } => "counter",
+                Kind::Counter => "counter",
             };
             format!(
                 "{}{{{}}} {} {} {}",

@@ -43,14 +43,17 @@ impl Stat {
             Stat::Percentile(milli) => {
                 let whole = milli / 1000;
                 let mut frac = milli % 1000;
-                write!(out, ".p{whole}")?;
+                // Formatted by hand: this runs inside sort comparisons.
+                out.write_str(".p")?;
+                write_digits(out, whole, 1)?;
                 if frac != 0 {
                     let mut digits = 3;
                     while frac % 10 == 0 {
                         frac /= 10;
                         digits -= 1;
                     }
-                    write!(out, "_{frac:0digits$}")?;
+                    out.write_str("_")?;
+                    write_digits(out, frac, digits)?;
                 }
                 return Ok(());
             }
@@ -70,6 +73,19 @@ impl Stat {
             _ => None,
         }
     }
+}
+
+/// Writes `n` in decimal, zero-padded to at least `width` digits.
+fn write_digits<W: std::fmt::Write>(out: &mut W, mut n: u32, width: usize) -> std::fmt::Result {
+    let mut buf = [b'0'; 10];
+    let mut i = buf.len();
+    while n > 0 || buf.len() - i < width {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // Only ASCII digits were written.
+    out.write_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"))
 }
 
 /// Units of dcos-metrics datapoints.
@@ -127,12 +143,26 @@ pub struct Datapoint {
 impl Datapoint {
     /// A gauge-kind datapoint.
     pub fn new(key: SeriesKey, stat: Stat, unit: Unit, value: f64) -> Self {
-        Datapoint { key, value, total: 0.0, stat, unit, kind: Kind::Gauge }
+        Datapoint {
+            key,
+            value,
+            total: 0.0,
+            stat,
+            unit,
+            kind: Kind::Gauge,
+        }
     }
 
     /// A StatsD counter: the interval's sum and the running total.
     pub fn counter(key: SeriesKey, interval: f64, total: f64) -> Self {
-        Datapoint { key, value: interval, total, stat: Stat::Value, unit: Unit::None, kind: Kind::Counter }
+        Datapoint {
+            key,
+            value: interval,
+            total,
+            stat: Stat::Value,
+            unit: Unit::None,
+            kind: Kind::Counter,
+        }
     }
 
     /// Whether the datapoint belongs in interval-based outputs (the v0 API, Kafka): all but
@@ -159,21 +189,48 @@ impl Datapoint {
     }
 
     /// Orders datapoints by full name, then tags, as the API returns them. Compares the
-    /// rendered names without building them.
+    /// rendered names (series name + suffix) without building them: this runs for every
+    /// comparison of a flush's sort.
     pub fn api_cmp(&self, other: &Datapoint) -> std::cmp::Ordering {
-        let (a, b) = (self.key.name(), other.key.name());
-        let by_name = if a == b {
-            self.stat
-                .suffix()
-                .as_bytes()
-                .cmp(other.stat.suffix().as_bytes())
-        } else {
-            let (sa, sb) = (self.stat.suffix(), other.stat.suffix());
-            a.bytes()
-                .chain(sa.as_bytes().iter().copied())
-                .cmp(b.bytes().chain(sb.as_bytes().iter().copied()))
-        };
-        by_name.then_with(|| self.key.tags().cmp(other.key.tags()))
+        let (sa, sb) = (self.stat.suffix(), other.stat.suffix());
+        concat_cmp(
+            self.key.name().as_bytes(),
+            sa.as_bytes(),
+            other.key.name().as_bytes(),
+            sb.as_bytes(),
+        )
+        .then_with(|| self.key.tags().cmp(other.key.tags()))
+    }
+}
+
+/// Compares `a1 ++ a2` with `b1 ++ b2` byte-wise, without concatenating.
+fn concat_cmp(a1: &[u8], a2: &[u8], b1: &[u8], b2: &[u8]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = ([a1, a2], [b1, b2]);
+    let (mut ai, mut ao, mut bi, mut bo) = (0, 0, 0, 0);
+    loop {
+        while ai < 2 && ao == a[ai].len() {
+            ai += 1;
+            ao = 0;
+        }
+        while bi < 2 && bo == b[bi].len() {
+            bi += 1;
+            bo = 0;
+        }
+        match (ai < 2, bi < 2) {
+            (false, false) => return Ordering::Equal,
+            (false, true) => return Ordering::Less,
+            (true, false) => return Ordering::Greater,
+            (true, true) => {}
+        }
+        let (x, y) = (&a[ai][ao..], &b[bi][bo..]);
+        let n = x.len().min(y.len());
+        match x[..n].cmp(&y[..n]) {
+            Ordering::Equal => {}
+            o => return o,
+        }
+        ao += n;
+        bo += n;
     }
 }
 
@@ -332,11 +389,62 @@ mod tests {
     }
 }
 
-
 #[cfg(test)]
 mod layout {
     #[test]
     fn a_datapoint_stays_small() {
-        assert!(std::mem::size_of::<super::Datapoint>() <= 40, "{}", std::mem::size_of::<super::Datapoint>());
+        assert!(
+            std::mem::size_of::<super::Datapoint>() <= 40,
+            "{}",
+            std::mem::size_of::<super::Datapoint>()
+        );
+    }
+}
+
+#[cfg(test)]
+mod order {
+    use super::*;
+    use crate::SeriesKey;
+
+    #[test]
+    fn api_cmp_agrees_with_comparing_rendered_names() {
+        let names = [
+            "a",
+            "a.b",
+            "a.c",
+            "a.count",
+            "a.p",
+            "ab",
+            "a.p50",
+            "b",
+            "",
+            "a.median.x",
+            "a.p99_9",
+        ];
+        let stats = [
+            Stat::Value,
+            Stat::Count,
+            Stat::Median,
+            Stat::percentile(50.0),
+            Stat::percentile(99.9),
+            Stat::Sum,
+        ];
+        let mut points = Vec::new();
+        for n in names {
+            for s in stats {
+                points.push(Datapoint::new(SeriesKey::plain(n), s, Unit::None, 0.0));
+            }
+        }
+        for x in &points {
+            for y in &points {
+                assert_eq!(
+                    x.api_cmp(y),
+                    x.name().cmp(&y.name()),
+                    "{} vs {}",
+                    x.name(),
+                    y.name()
+                );
+            }
+        }
     }
 }

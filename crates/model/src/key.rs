@@ -188,7 +188,13 @@ mod tests {
 
     #[test]
     fn a_key_is_one_word() {
-        assert_eq!(std::mem::size_of::<SeriesKey>(), std::mem::size_of::<usize>());
-        assert_eq!(std::mem::size_of::<Option<SeriesKey>>(), std::mem::size_of::<usize>());
+        assert_eq!(
+            std::mem::size_of::<SeriesKey>(),
+            std::mem::size_of::<usize>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Option<SeriesKey>>(),
+            std::mem::size_of::<usize>()
+        );
     }
 }
