@@ -11,7 +11,7 @@ const OVERRIDES: &str = "Configuration overrides";
 #[derive(Debug, Parser)]
 #[command(
     name = "corral",
-    version,
+    version = crate::VERSION,
     about,
     long_about = None,
     // A flag given twice takes its last value, as with most daemons' wrappers.
@@ -61,8 +61,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (the default when no command is given)
     Run,
-    /// Validate the configuration and print the effective configuration as TOML
-    CheckConfig,
+    /// Print the effective configuration as TOML, then check that it can run here: listen
+    /// addresses free, data_dir writable, agent and Kafka brokers reachable. Exit 0 when
+    /// nothing fails (warnings allowed), 1 when a check fails, 2 for an invalid configuration
+    CheckConfig {
+        /// Only validate the configuration; probe nothing (e.g. while Corral runs and holds
+        /// its ports)
+        #[arg(long)]
+        no_probe: bool,
+    },
     /// Print the MetricLists of an Avro file or a Kafka spool segment as JSON lines
     AvroDump {
         /// An Avro container file (data_dir/avro/*.avro) or a spool segment (data_dir/spool/*.seg)
@@ -114,7 +121,12 @@ mod tests {
     fn subcommands() {
         assert_eq!(parse(&["run"]).command, Some(Command::Run));
         let cli = parse(&["check-config"]);
-        assert_eq!(cli.command, Some(Command::CheckConfig));
+        assert_eq!(cli.command, Some(Command::CheckConfig { no_probe: false }));
+        assert_eq!(
+            parse(&["check-config", "--no-probe"]).command,
+            Some(Command::CheckConfig { no_probe: true })
+        );
+        assert!(Cli::try_parse_from(["corral", "--no-probe"]).is_err());
         assert!(Cli::try_parse_from(["corral", "check-config", "extra"]).is_err());
         assert!(Cli::try_parse_from(["corral", "serve"]).is_err());
         assert_eq!(
@@ -199,7 +211,11 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::DisplayVersion);
         assert_eq!(
             err.to_string(),
-            format!("corral {}\n", env!("CARGO_PKG_VERSION"))
+            format!(
+                "corral {} (commit {})\n",
+                env!("CARGO_PKG_VERSION"),
+                env!("CORRAL_COMMIT")
+            )
         );
 
         let err = Cli::try_parse_from(["corral", "--help"]).unwrap_err();

@@ -241,3 +241,113 @@ pub fn value_of(body: &Value, name: &str, tags: &[(&str, &str)]) -> Option<f64> 
         d["value"].as_f64()
     })
 }
+
+impl Corral {
+    /// Starts corral with `args` and `env` on ephemeral ports with a fresh data_dir, the agent
+    /// source disabled and JSON logs, and sets nothing else: a configuration file given in
+    /// `args` decides the flush interval and the log level.
+    pub fn start_plain(args: &[&str], env: &[(&str, &str)]) -> Corral {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(corral_bin());
+        cmd.args([
+            "--statsd-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(args)
+        .env_clear()
+        .env("CORRAL_AGENT_URL", "")
+        .env("CORRAL_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start corral");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = Corral {
+            child,
+            statsd: "0.0.0.0:0".parse().unwrap(),
+            api: "0.0.0.0:0".parse().unwrap(),
+            data_dir,
+            logs: rx,
+            seen_logs: Vec::new(),
+        };
+        let statsd = c.wait_log("statsd listening", Duration::from_secs(20));
+        c.statsd = statsd["fields"]["endpoint"]
+            .as_str()
+            .expect("endpoint field")
+            .trim_start_matches("udp://")
+            .parse()
+            .expect("statsd addr");
+        let api = c.wait_log("api listening", Duration::from_secs(20));
+        c.api = api["fields"]["addr"]
+            .as_str()
+            .expect("addr field")
+            .parse()
+            .expect("api addr");
+        c
+    }
+
+    /// Takes in the log lines written so far, without waiting.
+    pub fn drain_logs(&mut self) {
+        while let Ok(v) = self.logs.try_recv() {
+            self.seen_logs.push(v);
+        }
+    }
+
+    /// Waits for a log line, seen before or arriving within `timeout`, for which `pred` holds.
+    pub fn wait_log_where(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        if let Some(v) = self.seen_logs.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen_logs.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log {what} within {timeout:?}; logs so far: {:#?}",
+                    self.seen_logs
+                ),
+            }
+        }
+    }
+
+    /// The value of the first `/metrics` sample whose name is `name` (any labels).
+    pub fn prometheus_value(&self, name: &str) -> Option<f64> {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            l.rsplit(' ').next()?.parse().ok()
+        })
+    }
+}

@@ -1,5 +1,5 @@
 //! Starting and stopping the collector: sockets, pollers, sinks, the flush loop, and a final
-//! flush on shutdown.
+//! flush on shutdown; applying a reloaded configuration in between.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct Collector {
     outputs: Arc<Outputs>,
     statsd_addrs: Vec<SocketAddr>,
     container_ports: Arc<ContainerPortRegistry>,
+    agg_config: Arc<AggregatorConfig>,
+    flush_interval: watch::Sender<Duration>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -40,6 +42,13 @@ pub struct Shared {
     pub identity: Arc<Identity>,
     pub telemetry: Arc<Telemetry>,
     pub attribution: Arc<Attribution>,
+}
+
+fn gauge_sign(sign: config::GaugeSign) -> GaugeSign {
+    match sign {
+        config::GaugeSign::Delta => GaugeSign::Delta,
+        config::GaugeSign::Absolute => GaugeSign::Absolute,
+    }
 }
 
 /// How many flushes make up `expiry`, at least one.
@@ -55,10 +64,7 @@ impl Collector {
         let s = &config.statsd;
         let agg_config = Arc::new(AggregatorConfig::new(
             s.percentiles.clone(),
-            match s.gauge_sign {
-                config::GaugeSign::Delta => GaugeSign::Delta,
-                config::GaugeSign::Absolute => GaugeSign::Absolute,
-            },
+            gauge_sign(s.gauge_sign),
             expiry_flushes(s.expiry, s.flush_interval),
             s.max_series,
         ));
@@ -91,7 +97,7 @@ impl Collector {
         let pipeline = Arc::new(Mutex::new(
             Pipeline::new(
                 source,
-                agg_config,
+                agg_config.clone(),
                 outputs.clone(),
                 shared.identity.clone(),
                 shared.telemetry.clone(),
@@ -99,9 +105,10 @@ impl Collector {
             .with_directory(directory.clone()),
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (flush_interval, flush_interval_rx) = watch::channel(s.flush_interval);
         let mut tasks = vec![tokio::spawn(flush_loop(
             pipeline.clone(),
-            s.flush_interval,
+            flush_interval_rx,
             stop_rx.clone(),
         ))];
         tasks.extend(crate::sources::host::spawn(
@@ -126,9 +133,30 @@ impl Collector {
             outputs,
             statsd_addrs,
             container_ports,
+            agg_config,
+            flush_interval,
             stop_tx,
             tasks,
         })
+    }
+
+    /// Applies the reloadable StatsD settings of `config` (see [`crate::reload::RELOADABLE`]):
+    /// the flush interval from the next tick, percentiles and series expiry from the next
+    /// flush, the gauge sign from the next line. The container ports and the agent source keep
+    /// the `statsd.expiry` they started with.
+    pub fn reload(&self, config: &Config) {
+        let s = &config.statsd;
+        let a = &self.agg_config;
+        if *a.percentiles() != *s.percentiles {
+            a.set_percentiles(s.percentiles.clone());
+        }
+        a.set_gauge_sign(gauge_sign(s.gauge_sign));
+        a.set_expiry_flushes(expiry_flushes(s.expiry, s.flush_interval));
+        self.flush_interval.send_if_modified(|d| {
+            let changed = *d != s.flush_interval;
+            *d = s.flush_interval;
+            changed
+        });
     }
 
     /// The bound StatsD UDP addresses, one per `statsd.listen` entry.
@@ -164,18 +192,43 @@ impl Collector {
     }
 }
 
+/// Flushes every interval; a new interval from `every` takes effect from the last flush (or
+/// now, when that is already past).
 async fn flush_loop(
     pipeline: Arc<Mutex<Pipeline>>,
-    every: Duration,
+    mut every: watch::Receiver<Duration>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ticker = |start: tokio::time::Instant, period: Duration| {
+        let mut t = tokio::time::interval_at(start, period);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    };
+    let mut period = *every.borrow_and_update();
+    let mut last = tokio::time::Instant::now();
+    let mut ticks = ticker(last + period, period);
+    // Until the collector drops the sender, which it does only after stopping this loop.
+    let mut reloadable = true;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            _ = ticks.tick() => {}
             _ = stop.changed() => return,
+            changed = every.changed(), if reloadable => {
+                if changed.is_err() {
+                    reloadable = false;
+                    continue;
+                }
+                let new = *every.borrow_and_update();
+                if new != period {
+                    tracing::info!(from = ?period, to = ?new, "flush interval changed");
+                    period = new;
+                    let now = tokio::time::Instant::now();
+                    ticks = ticker((last + period).max(now), period);
+                }
+                continue;
+            }
         }
+        last = tokio::time::Instant::now();
         let p = pipeline.clone();
         match tokio::task::spawn_blocking(move || p.lock().flush()).await {
             Ok(r) => tracing::debug!(

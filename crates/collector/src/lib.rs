@@ -7,6 +7,8 @@ mod daemon;
 pub mod identity;
 pub mod outputs;
 pub mod pipeline;
+pub mod probe;
+pub mod reload;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

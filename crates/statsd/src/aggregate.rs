@@ -11,8 +11,8 @@
 //!   gauges (re-emitted each flush until they expire) and computes the datapoints.
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use corral_model::{Datapoint, SeriesKey, Stat, Unit};
 use hashbrown::hash_table::Entry as TableEntry;
@@ -40,11 +40,13 @@ pub enum GaugeSign {
 /// Settings shared by the aggregators and the flush state.
 #[derive(Debug)]
 pub struct AggregatorConfig {
-    /// Percentiles to emit, e.g. `[50.0, 99.9]`.
-    pub percentiles: Vec<f64>,
-    pub gauge_sign: GaugeSign,
+    // Changed at runtime by a configuration reload: read through the accessors.
+    /// Percentiles to emit, e.g. `[50.0, 99.9]`; read once per flush.
+    percentiles: RwLock<Arc<[f64]>>,
+    /// `GaugeSign::Absolute` when set; read once per line.
+    absolute_gauges: AtomicBool,
     /// A series with no samples for this many flushes is forgotten (gauges stop being emitted).
-    pub expiry_flushes: u32,
+    expiry_flushes: AtomicU32,
     /// New series past this many (over all aggregators) are dropped and counted.
     pub max_series: usize,
     /// Live series over all aggregators.
@@ -59,12 +61,50 @@ impl AggregatorConfig {
         max_series: usize,
     ) -> Self {
         AggregatorConfig {
-            percentiles,
-            gauge_sign,
-            expiry_flushes: expiry_flushes.max(1),
+            percentiles: RwLock::new(percentiles.into()),
+            absolute_gauges: AtomicBool::new(gauge_sign == GaugeSign::Absolute),
+            expiry_flushes: AtomicU32::new(expiry_flushes.max(1)),
             max_series,
             series: AtomicUsize::new(0),
         }
+    }
+
+    pub fn percentiles(&self) -> Arc<[f64]> {
+        self.percentiles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes effect at the next flush.
+    pub fn set_percentiles(&self, percentiles: Vec<f64>) {
+        *self
+            .percentiles
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = percentiles.into();
+    }
+
+    pub fn gauge_sign(&self) -> GaugeSign {
+        if self.absolute_gauges.load(Ordering::Relaxed) {
+            GaugeSign::Absolute
+        } else {
+            GaugeSign::Delta
+        }
+    }
+
+    /// Takes effect at the next line each aggregator adds.
+    pub fn set_gauge_sign(&self, sign: GaugeSign) {
+        self.absolute_gauges
+            .store(sign == GaugeSign::Absolute, Ordering::Relaxed);
+    }
+
+    pub fn expiry_flushes(&self) -> u32 {
+        self.expiry_flushes.load(Ordering::Relaxed)
+    }
+
+    /// Takes effect at the next flush.
+    pub fn set_expiry_flushes(&self, flushes: u32) {
+        self.expiry_flushes.store(flushes.max(1), Ordering::Relaxed);
     }
 }
 
@@ -546,7 +586,7 @@ impl Aggregator {
         container: Option<&str>,
         now: u64,
     ) -> Result<(), AddError> {
-        let gauge_sign = self.config.gauge_sign;
+        let gauge_sign = self.config.gauge_sign();
         let kind = line.kind;
         let rate = line.sample_rate;
         let entry = self.entry(line.name, line.tags, container, kind)?;
@@ -675,7 +715,7 @@ impl Aggregator {
     /// Series without samples for `expiry_flushes` intervals are forgotten.
     pub fn take_interval(&mut self) -> Vec<Partial> {
         let current = self.generation;
-        let expiry = self.config.expiry_flushes;
+        let expiry = self.config.expiry_flushes();
         let mut out = Vec::new();
         let mut expired = 0usize;
         let containers = &mut self.containers;
@@ -834,9 +874,14 @@ impl FlushState {
     /// Computes the datapoints of one interval from every aggregator's partials.
     pub fn flush(&mut self, parts: Vec<Vec<Partial>>) -> FlushOutput {
         let merged = merge_partials(parts);
-        let mut groups: HashMap<Option<Arc<str>>, Vec<Datapoint>> = HashMap::new();
-        let percentiles = &self.config.percentiles;
+        let percentiles = self.config.percentiles();
+        let percentiles = &*percentiles;
         let generation = self.generation;
+        let expiry = self.config.expiry_flushes();
+
+        // First the state kept between flushes (counters, gauges); samples and sets are
+        // emitted from this interval alone.
+        let mut interval = Vec::new();
         for p in merged {
             match p.acc {
                 PartialAcc::Counter(sum) => {
@@ -852,20 +897,6 @@ impl FlushState {
                     c.interval += sum;
                     c.seen = generation;
                 }
-                PartialAcc::Samples(s) => {
-                    s.emit(&p.key, percentiles, groups.entry(p.container).or_default())
-                }
-                PartialAcc::Set(set) => {
-                    let n = set.count();
-                    if n > 0.0 {
-                        groups.entry(p.container).or_default().push(Datapoint::new(
-                            p.key,
-                            Stat::Value,
-                            Unit::None,
-                            n,
-                        ));
-                    }
-                }
                 PartialAcc::Gauge(g) => {
                     let slot = self
                         .gauges
@@ -877,33 +908,67 @@ impl FlushState {
                     };
                     slot.1 = generation;
                 }
+                acc => interval.push((p.container, p.key, acc)),
             }
         }
-        let expiry = self.config.expiry_flushes;
-        self.gauges.retain(|(container, key), (value, seen)| {
-            if generation.wrapping_sub(*seen) >= expiry {
-                return false;
+        self.counters
+            .retain(|_, c| generation.wrapping_sub(c.seen) < expiry);
+        self.gauges
+            .retain(|_, (_, seen)| generation.wrapping_sub(*seen) < expiry);
+
+        // Sized exactly before filling: at 100k+ series, vectors grown by doubling would hold
+        // up to twice the flush, and copy it on the way.
+        let stats_per_samples = 7 + percentiles.len();
+        let mut sizes: HashMap<Option<Arc<str>>, usize> = HashMap::new();
+        for (container, _, acc) in &interval {
+            let n = match acc {
+                PartialAcc::Samples(_) => stats_per_samples,
+                _ => 1,
+            };
+            *sizes.entry(container.clone()).or_default() += n;
+        }
+        for (container, _) in self.counters.keys().chain(self.gauges.keys()) {
+            match sizes.get_mut(container) {
+                Some(n) => *n += 1,
+                None => {
+                    sizes.insert(container.clone(), 1);
+                }
             }
+        }
+        let mut groups: HashMap<Option<Arc<str>>, Vec<Datapoint>> = sizes
+            .into_iter()
+            .map(|(c, n)| (c, Vec::with_capacity(n)))
+            .collect();
+
+        for (container, key, acc) in interval {
+            let out = groups.entry(container).or_default();
+            match acc {
+                PartialAcc::Samples(s) => s.emit(&key, percentiles, out),
+                PartialAcc::Set(set) => {
+                    let n = set.count();
+                    if n > 0.0 {
+                        out.push(Datapoint::new(key, Stat::Value, Unit::None, n));
+                    }
+                }
+                PartialAcc::Counter(_) | PartialAcc::Gauge(_) => {}
+            }
+        }
+        for ((container, key), (value, _)) in &self.gauges {
             groups
                 .entry(container.clone())
                 .or_default()
                 .push(Datapoint::new(key.clone(), Stat::Value, Unit::None, *value));
-            true
-        });
+        }
         // Counters are emitted while they live, with 0 for an interval without samples (which
         // interval-based outputs skip, see `Datapoint::in_interval`), so that cumulative
         // consumers see no gaps.
-        self.counters.retain(|(container, key), c| {
-            if generation.wrapping_sub(c.seen) >= expiry {
-                return false;
-            }
+        for ((container, key), c) in self.counters.iter_mut() {
             groups
                 .entry(container.clone())
                 .or_default()
                 .push(Datapoint::counter(key.clone(), c.interval, c.total));
             c.interval = 0.0;
-            true
-        });
+        }
         self.generation = self.generation.wrapping_add(1);
         FlushOutput {
             groups: groups.into_iter().collect(),

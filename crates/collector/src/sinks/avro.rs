@@ -303,6 +303,12 @@ impl Encoder {
     /// Appends the chunks of `batch` to `out`: one MetricList per StatsD tag set (in the order
     /// the sets first appear in the batch), a MetricList split when it alone is too big.
     pub fn encode_batch(&mut self, batch: &MetricBatch, out: &mut Vec<Chunk>) {
+        self.encode_batch_each(batch, |c| out.push(c));
+    }
+
+    /// As [`Encoder::encode_batch`], handing each chunk to `emit` as soon as it is complete, so
+    /// that a caller writing chunks out never holds a whole large flush encoded in memory.
+    pub fn encode_batch_each(&mut self, batch: &MetricBatch, mut emit: impl FnMut(Chunk)) {
         if batch.points.is_empty() {
             return;
         }
@@ -376,7 +382,7 @@ impl Encoder {
                 put_long(&mut self.rec, 0);
 
                 if chunk.records > 0 && chunk.data.len() + self.rec.len() > self.max_chunk_bytes {
-                    out.push(std::mem::replace(&mut chunk, new_chunk()));
+                    emit(std::mem::replace(&mut chunk, new_chunk()));
                 }
                 chunk.data.extend_from_slice(&self.rec);
                 chunk.records += 1;
@@ -384,7 +390,7 @@ impl Encoder {
             }
         }
         if chunk.records > 0 {
-            out.push(chunk);
+            emit(chunk);
         }
     }
 }

@@ -84,7 +84,6 @@ struct Worker {
     current: Option<Current>,
     metrics: Metrics,
     seq: u64,
-    chunks: Vec<Chunk>,
 }
 
 /// Cuts a file left open by a crash back to its last complete block; `false` when it holds
@@ -158,7 +157,6 @@ impl AvroFileSink {
             current: None,
             metrics,
             seq: 0,
-            chunks: Vec::new(),
         };
         worker.enforce_bounds();
         let handle = std::thread::Builder::new()
@@ -258,21 +256,27 @@ impl Worker {
     }
 
     fn write(&mut self, batches: &[Arc<MetricBatch>]) {
-        self.chunks.clear();
+        // Chunk by chunk (each a complete block): a flush of many series is never held
+        // encoded in memory as a whole.
+        let mut failed = None;
+        let placeholder = Encoder::new(Routing::default(), avro::DEFAULT_MAX_MESSAGE_BYTES);
+        let mut encoder = std::mem::replace(&mut self.encoder, placeholder);
         for b in batches {
-            self.encoder.encode_batch(b, &mut self.chunks);
+            encoder.encode_batch_each(b, |chunk| {
+                if failed.is_none() {
+                    if let Err(e) = self.append(std::slice::from_ref(&chunk)) {
+                        failed = Some(e);
+                    }
+                }
+            });
         }
-        if self.chunks.is_empty() {
-            return;
-        }
-        let chunks = std::mem::take(&mut self.chunks);
-        if let Err(e) = self.append(&chunks) {
+        self.encoder = encoder;
+        if let Some(e) = failed {
             tracing::error!(error = %format!("{e:#}"), dir = %self.opts.dir.display(), "cannot write Avro file; batch lost");
             self.metrics.errors.inc();
             // Start afresh: the file keeps what was written before.
             self.close();
         }
-        self.chunks = chunks;
         if self
             .current
             .as_ref()
