@@ -482,6 +482,56 @@ fn file_sink_writes_readable_files_rotates_and_bounds_the_directory() {
 }
 
 #[test]
+fn file_sink_takes_a_new_codec_in_a_new_file_and_a_new_bound_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let avro_dir = dir.path().join("avro");
+    let telemetry = Arc::new(Telemetry::new());
+    let sink = AvroFileSink::start(
+        FileOptions::new(avro_dir.clone(), AvroCodec::Null, 1 << 20),
+        &telemetry,
+    )
+    .unwrap();
+    let batch = Arc::new(app_batch(Some("c-1")));
+    sink.submit(std::slice::from_ref(&batch));
+    wait_for("first file", || !files_in(&avro_dir).is_empty());
+
+    // Another directory is ignored: the sink stays where it started.
+    let mut opts = FileOptions::new(dir.path().join("elsewhere"), AvroCodec::Deflate, 1 << 20);
+    opts.max_files = 2;
+    sink.reconfigure(opts);
+    sink.submit(std::slice::from_ref(&batch));
+    runtime().block_on(sink.shutdown(Duration::from_secs(5)));
+    assert!(!dir.path().join("elsewhere").exists());
+    let names = files_in(&avro_dir);
+    assert_eq!(names.len(), 2, "{names:?}");
+    let codec_of = |n: &str| {
+        let data = std::fs::read(avro_dir.join(n)).unwrap();
+        let has = |c: &[u8]| data.windows(c.len()).any(|w| w == c);
+        (has(b"deflate"), has(b"null"))
+    };
+    assert_eq!(codec_of(&names[0]), (false, true), "{}", names[0]);
+    assert_eq!(codec_of(&names[1]), (true, false), "{}", names[1]);
+    for n in &names {
+        let (lists, err) = dump(&avro_dir.join(n));
+        assert_eq!(err, None, "{n}");
+        assert_eq!(lists, expected_container_lists(), "{n}");
+    }
+
+    // A lower file count applies without waiting for the next batch.
+    let sink = AvroFileSink::start(
+        FileOptions::new(avro_dir.clone(), AvroCodec::Deflate, 1 << 20),
+        &telemetry,
+    )
+    .unwrap();
+    let mut opts = FileOptions::new(avro_dir.clone(), AvroCodec::Deflate, 1 << 20);
+    opts.max_files = 1;
+    sink.reconfigure(opts);
+    wait_for("oldest file deleted", || files_in(&avro_dir).len() == 1);
+    assert_eq!(files_in(&avro_dir), [names[1].clone()]);
+    runtime().block_on(sink.shutdown(Duration::from_secs(5)));
+}
+
+#[test]
 fn file_sink_closes_a_file_left_open_by_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let golden = std::fs::read(Path::new(FIXTURES).join("golden-null.avro")).unwrap();

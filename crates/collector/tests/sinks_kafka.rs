@@ -1,6 +1,7 @@
 //! The Kafka sink against librdkafka's mock cluster: delivery, retriable errors, a fatal error
 //! (producer rebuilt), brokers down then up (spooled, then drained in order), a restart in the
-//! middle, and the spool bound.
+//! middle, the spool bound, and new settings while running (new brokers take the backlog, new
+//! topics, refused settings, a lower spool bound).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +19,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const TOPIC: &str = "metrics-unknown_container";
+const MOVED_TOPIC: &str = "moved-unknown_container";
 
 fn batch(seq: u64) -> MetricBatch {
     MetricBatch {
@@ -78,6 +80,11 @@ fn submit(sink: &KafkaSink, seqs: std::ops::Range<u64>) {
 
 /// Every `seq` value in the topic, in offset order.
 fn consume(bootstrap: &str, expect_at_least: usize) -> Vec<u64> {
+    consume_topic(bootstrap, TOPIC, expect_at_least)
+}
+
+/// Every `seq` value in `topic`, in offset order.
+fn consume_topic(bootstrap: &str, topic: &str, expect_at_least: usize) -> Vec<u64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test")
@@ -85,7 +92,7 @@ fn consume(bootstrap: &str, expect_at_least: usize) -> Vec<u64> {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .expect("partition");
     consumer.assign(&tpl).expect("assign");
     let mut seqs = Vec::new();
@@ -128,6 +135,14 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
     let mock = MockCluster::new(1).expect("mock cluster");
     mock.create_topic(TOPIC, 1, 1).expect("topic");
     mock
+}
+
+fn reconfigure(sink: &KafkaSink, opts: KafkaOptions) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(sink.reconfigure(opts))
 }
 
 fn stop(sink: &KafkaSink, within: Duration) {
@@ -324,4 +339,154 @@ fn the_spool_bound_evicts_the_oldest_while_brokers_are_away() {
     let kept: Vec<u64> = (evicted..100).collect();
     assert!(got.ends_with(&kept), "evicted {evicted}, got {got:?}");
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+}
+
+#[test]
+fn new_brokers_take_the_spooled_backlog_and_new_batches_the_new_topic() {
+    let old = cluster();
+    old.broker_down(1).unwrap();
+    let new = cluster();
+    new.create_topic(MOVED_TOPIC, 1, 1).expect("topic");
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(Telemetry::new());
+    let sink = KafkaSink::start(options(old.bootstrap_servers(), dir.path()), &t).unwrap();
+    submit(&sink, 0..20);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.pending(), 20, "the old brokers are down: all spooled");
+
+    let mut opts = options(new.bootstrap_servers(), dir.path());
+    opts.routing.topic_prefix = "moved-".into();
+    reconfigure(&sink, opts).unwrap();
+    submit(&sink, 20..30);
+    assert!(
+        sink.wait_idle(Duration::from_secs(30)),
+        "pending {}",
+        sink.pending()
+    );
+    stop(&sink, Duration::from_secs(5));
+    // The backlog keeps the topic it was flushed for; what came after the change has the new
+    // one. Nothing went to the old brokers, nothing was lost.
+    let backlog = consume_topic(&new.bootstrap_servers(), TOPIC, 20);
+    assert_eq!(
+        first_seen(&backlog),
+        (0..20).collect::<Vec<_>>(),
+        "{backlog:?}"
+    );
+    let moved = consume_topic(&new.bootstrap_servers(), MOVED_TOPIC, 10);
+    assert_eq!(
+        first_seen(&moved),
+        (20..30).collect::<Vec<_>>(),
+        "{moved:?}"
+    );
+    assert_eq!(metric(&t, "corral.kafka.producer_rebuilds", &[]), 0.0);
+    assert_eq!(spool_segments(dir.path()), 0);
+    old.broker_up(1).unwrap();
+    assert!(consume(&old.bootstrap_servers(), 0).is_empty());
+}
+
+#[test]
+fn a_new_topic_prefix_on_the_same_brokers_keeps_the_producer_and_loses_nothing() {
+    let mock = cluster();
+    mock.create_topic(MOVED_TOPIC, 1, 1).expect("topic");
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(Telemetry::new());
+    let sink = KafkaSink::start(options(mock.bootstrap_servers(), dir.path()), &t).unwrap();
+    submit(&sink, 0..30);
+    let mut opts = options(mock.bootstrap_servers(), dir.path());
+    opts.routing.topic_prefix = "moved-".into();
+    reconfigure(&sink, opts.clone()).unwrap();
+    submit(&sink, 30..60);
+    // The same settings again change nothing.
+    reconfigure(&sink, opts).unwrap();
+    assert!(
+        sink.wait_idle(Duration::from_secs(30)),
+        "pending {}",
+        sink.pending()
+    );
+    stop(&sink, Duration::from_secs(5));
+    // With the producer kept, nothing needed sending twice.
+    assert_eq!(
+        consume(&mock.bootstrap_servers(), 30),
+        (0..30).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        consume_topic(&mock.bootstrap_servers(), MOVED_TOPIC, 30),
+        (30..60).collect::<Vec<_>>()
+    );
+    assert_eq!(metric(&t, "corral.kafka.messages_sent", &[]), 60.0);
+}
+
+#[test]
+fn refused_settings_leave_the_sink_as_it_was() {
+    let mock = cluster();
+    mock.create_topic(MOVED_TOPIC, 1, 1).expect("topic");
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(Telemetry::new());
+    let sink = KafkaSink::start(options(mock.bootstrap_servers(), dir.path()), &t).unwrap();
+    submit(&sink, 0..10);
+
+    // librdkafka refuses a property: neither the producer nor the routing changes.
+    let mut bad = options(mock.bootstrap_servers(), dir.path());
+    bad.routing.topic_prefix = "moved-".into();
+    bad.extra = vec![("no.such.property".into(), "1".into())];
+    let err = format!("{:#}", reconfigure(&sink, bad).unwrap_err());
+    assert!(err.contains("cannot create the Kafka producer"), "{err}");
+    assert!(err.contains("no.such.property"), "{err}");
+
+    // The spool cannot move while the sink runs.
+    let mut elsewhere = options(mock.bootstrap_servers(), &dir.path().join("other"));
+    elsewhere.routing.topic_prefix = "moved-".into();
+    let err = format!("{:#}", reconfigure(&sink, elsewhere).unwrap_err());
+    assert!(err.contains("spool directory"), "{err}");
+
+    submit(&sink, 10..20);
+    assert!(
+        sink.wait_idle(Duration::from_secs(20)),
+        "pending {}",
+        sink.pending()
+    );
+    stop(&sink, Duration::from_secs(5));
+    assert_eq!(
+        consume(&mock.bootstrap_servers(), 20),
+        (0..20).collect::<Vec<_>>()
+    );
+    assert!(consume_topic(&mock.bootstrap_servers(), MOVED_TOPIC, 0).is_empty());
+    assert!(!dir.path().join("other").exists());
+}
+
+#[test]
+fn a_lower_spool_bound_applies_at_once() {
+    let mock = cluster();
+    mock.broker_down(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(Telemetry::new());
+    let mut opts = options(mock.bootstrap_servers(), dir.path());
+    opts.segment_bytes = 8 << 10;
+    let sink = KafkaSink::start(opts.clone(), &t).unwrap();
+    submit(&sink, 0..200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&t, "corral.kafka.spooled_bytes", &[]) < (48 << 10) as f64 {
+        assert!(Instant::now() < deadline, "not spooled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(&t, "corral.kafka.spool_evicted_messages", &[]), 0.0);
+    opts.spool_max_bytes = 40 << 10;
+    reconfigure(&sink, opts).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&t, "corral.kafka.spooled_bytes", &[]) > (40 << 10) as f64 {
+        assert!(Instant::now() < deadline, "the new bound was not applied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let evicted = metric(&t, "corral.kafka.spool_evicted_messages", &[]) as u64;
+    assert!(evicted > 0);
+    mock.broker_up(1).unwrap();
+    assert!(
+        sink.wait_idle(Duration::from_secs(30)),
+        "pending {}",
+        sink.pending()
+    );
+    stop(&sink, Duration::from_secs(5));
+    let got = first_seen(&consume(&mock.bootstrap_servers(), 1));
+    let kept: Vec<u64> = (evicted..200).collect();
+    assert!(got.ends_with(&kept), "evicted {evicted}, got {got:?}");
 }

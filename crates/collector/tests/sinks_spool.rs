@@ -103,6 +103,36 @@ fn the_bound_evicts_the_oldest_segments_and_counts_them() {
 }
 
 #[test]
+fn a_lower_bound_evicts_at_once_and_a_higher_one_keeps_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 1 << 20, 4096).unwrap();
+    for i in 0..40 {
+        spool.append(&rec(i, 1000)).unwrap();
+    }
+    assert_eq!(spool.unacked(), 40);
+    let ev = spool.set_bounds(10_000, 2048);
+    assert!(ev.segments > 0 && ev.messages > 0, "{ev:?}");
+    assert!(spool.total_bytes() <= 10_000);
+    let kept = drain(&spool);
+    assert_eq!(kept.len() as u64 + ev.messages, 40);
+    let first = kept[0].datapoints as usize;
+    assert_eq!(kept, (first..40).map(|i| rec(i, 1000)).collect::<Vec<_>>());
+
+    // Raised again: nothing more goes, and appends keep up to the new bound.
+    assert_eq!(spool.set_bounds(1 << 20, 4096).messages, 0);
+    for i in 40..80 {
+        let (_, ev) = spool.append(&rec(i, 1000)).unwrap();
+        assert_eq!(ev.messages, 0);
+    }
+    assert_eq!(drain(&spool).len(), kept.len() + 40);
+    let on_disk: u64 = segments(dir.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(on_disk, spool.total_bytes());
+}
+
+#[test]
 fn a_restart_resumes_what_was_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     {

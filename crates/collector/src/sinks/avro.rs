@@ -216,7 +216,7 @@ pub fn random_marker() -> [u8; 16] {
 // ---- batches to MetricLists ----
 
 /// Where a batch's MetricLists go.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Routing {
     pub topic_prefix: String,
     pub single_topic: Option<String>,

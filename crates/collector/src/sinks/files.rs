@@ -8,6 +8,9 @@
 //! to `.avro` when it reaches its size or age limit, and on shutdown. A `.avro.tmp` left by a
 //! crash is cut back to its last complete block and renamed at the next start. The oldest
 //! closed files are deleted to keep the directory within its byte and file-count bounds.
+//!
+//! [`AvroFileSink::reconfigure`] applies a new codec (the open file is closed; the next one is
+//! written with the new codec) and new bounds (enforced at once).
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -27,7 +30,7 @@ use crate::config::AvroCodec;
 use crate::outputs::Sink;
 use crate::telemetry::{Counter, Gauge, Telemetry};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FileOptions {
     pub dir: PathBuf,
     pub codec: AvroCodec,
@@ -53,6 +56,7 @@ impl FileOptions {
 
 enum Event {
     Batches(Vec<Arc<MetricBatch>>),
+    Reconfigure(FileOptions),
     Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -170,6 +174,14 @@ impl AvroFileSink {
     }
 }
 
+impl AvroFileSink {
+    /// Applies new settings to what is handed over from now on. The directory stays the one
+    /// the sink started with.
+    pub fn reconfigure(&self, opts: FileOptions) {
+        let _ = self.tx.lock().send(Event::Reconfigure(opts));
+    }
+}
+
 impl Sink for AvroFileSink {
     fn name(&self) -> &'static str {
         "avro_files"
@@ -203,6 +215,7 @@ impl Worker {
                 });
             match rx.recv_timeout(wait) {
                 Ok(Event::Batches(b)) => self.write(&b),
+                Ok(Event::Reconfigure(opts)) => self.reconfigure(opts),
                 Ok(Event::Shutdown(done)) => {
                     self.close();
                     let _ = done.send(());
@@ -222,6 +235,31 @@ impl Worker {
                 self.close();
             }
         }
+    }
+
+    fn reconfigure(&mut self, mut opts: FileOptions) {
+        opts.dir.clone_from(&self.opts.dir);
+        if opts == self.opts {
+            return;
+        }
+        tracing::info!(
+            codec = avro::codec_name(opts.codec),
+            max_total_bytes = opts.max_total_bytes,
+            "Avro file settings changed"
+        );
+        // A container file has one codec, named in its header.
+        if opts.codec != self.opts.codec {
+            self.close();
+        }
+        self.opts = opts;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.bytes >= self.opts.max_file_bytes)
+        {
+            self.close();
+        }
+        self.enforce_bounds();
     }
 
     fn open(&mut self) -> std::io::Result<&mut Current> {

@@ -368,6 +368,14 @@ impl Spool {
         self.segments.len()
     }
 
+    /// Changes the bound and the size of segments started from now on, and evicts the oldest
+    /// segments at once if the spool is over the new bound.
+    pub fn set_bounds(&mut self, max_bytes: u64, segment_bytes: u64) -> Evicted {
+        self.max_bytes = max_bytes;
+        self.segment_bytes = segment_bytes.max(SEG_HEADER + 1);
+        self.enforce_bound()
+    }
+
     fn active(&mut self) -> io::Result<&mut Segment> {
         let need_new = self.segments.back().is_none_or(|s| s.sealed);
         if need_new {

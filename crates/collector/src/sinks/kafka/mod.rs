@@ -9,6 +9,15 @@
 //! record not yet acknowledged, so order is kept and nothing is skipped (duplicates are possible:
 //! delivery is at least once). A fatal producer error (e.g. the idempotent producer was fenced)
 //! drops the producer and builds a new one, which re-sends everything unacknowledged.
+//!
+//! [`KafkaSink::reconfigure`] applies new settings (a configuration reload) between two events
+//! of the worker. Routing, the Avro codec and the message size apply to batches handed over
+//! from then on; a new spool bound applies at once. New brokers or producer properties need a
+//! new producer: it is built first, so settings librdkafka refuses leave the sink as it was.
+//! The old producer may finish what it has in flight for a short while, then it is dropped and
+//! the new one sends everything still unacknowledged. Spooled messages keep the topic, key and
+//! codec they were encoded with: a backlog goes to the new brokers under the topics of the
+//! flushes it holds, as it would after a restart.
 
 mod producer;
 mod worker;
@@ -21,7 +30,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use corral_model::MetricBatch;
 use parking_lot::Mutex;
 use rdkafka::error::KafkaError;
@@ -33,8 +42,11 @@ use crate::outputs::Sink;
 use crate::telemetry::Telemetry;
 use worker::{Metrics, Worker};
 
+/// How long a reconfiguration may wait for the worker to take it.
+const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of the Kafka sink; [`KafkaOptions::from_config`] gives the production ones.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KafkaOptions {
     pub brokers: Vec<String>,
     pub routing: Routing,
@@ -79,6 +91,15 @@ impl KafkaOptions {
             extra: Vec::new(),
         }
     }
+
+    /// Whether going from `self` to `other` needs a new producer: other brokers or other
+    /// producer properties.
+    pub fn needs_new_producer(&self, other: &KafkaOptions) -> bool {
+        self.brokers != other.brokers
+            || self.compression != other.compression
+            || self.message_timeout != other.message_timeout
+            || self.extra != other.extra
+    }
 }
 
 pub(super) enum Event {
@@ -92,6 +113,12 @@ pub(super) enum Event {
     /// A fatal error was raised by the producer of this generation.
     Fatal(u64),
     InjectFatal,
+    /// New settings; refused when they arrive after `deadline` (the caller gave up).
+    Reconfigure {
+        opts: Box<KafkaOptions>,
+        deadline: Instant,
+        done: tokio::sync::oneshot::Sender<Result<()>>,
+    },
     Shutdown {
         deadline: Instant,
         done: tokio::sync::oneshot::Sender<()>,
@@ -170,6 +197,32 @@ impl KafkaSink {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Applies new settings (see the module docs). On an error, such as a property librdkafka
+    /// refuses or a different spool directory, the sink keeps running as it was.
+    pub async fn reconfigure(&self, opts: KafkaOptions) -> Result<()> {
+        if self.shared.stopped.load(Ordering::Relaxed) {
+            bail!("the Kafka sink is stopping");
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .lock()
+            .send(Event::Reconfigure {
+                opts: Box::new(opts),
+                deadline: Instant::now() + RECONFIGURE_TIMEOUT,
+                done,
+            })
+            .map_err(|_| anyhow!("the Kafka sink has stopped"))?;
+        // The worker refuses the change once the deadline has passed, so a timeout here
+        // means that nothing changed.
+        match tokio::time::timeout(RECONFIGURE_TIMEOUT + Duration::from_secs(2), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => bail!("the Kafka sink stopped before taking the new settings"),
+            Err(_) => {
+                bail!("the Kafka sink did not take the new settings within {RECONFIGURE_TIMEOUT:?}")
+            }
         }
     }
 

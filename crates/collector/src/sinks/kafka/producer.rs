@@ -14,7 +14,7 @@ use super::{Event, KafkaOptions};
 use crate::config::KafkaCompression;
 use crate::sinks::spool::RecordId;
 
-fn compression_name(c: KafkaCompression) -> &'static str {
+pub(super) fn compression_name(c: KafkaCompression) -> &'static str {
     match c {
         KafkaCompression::None => "none",
         KafkaCompression::Gzip => "gzip",
@@ -117,7 +117,6 @@ pub(super) fn classify(e: &KafkaError) -> (Failure, &'static str) {
     }
 }
 
-/// Counts the sink exposes to tests and benchmarks.
 /// A producer with Corral's settings: idempotent, acknowledged by all in-sync replicas. Its
 /// reports go to `tx`, tagged with `generation`.
 pub(super) fn create(

@@ -1,5 +1,5 @@
 //! The Kafka sink's worker thread: encodes batches, appends them to the spool, keeps a
-//! window of spooled records in flight, and acts on delivery reports.
+//! window of spooled records in flight, acts on delivery reports, and applies new settings.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use corral_model::MetricBatch;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
@@ -67,7 +67,18 @@ impl Metrics {
     }
 }
 
-/// How the sink treats a failed delivery.
+/// How long an old producer may go on with what it has in flight once new settings call for
+/// a new one; what it has not delivered by then is sent again by the new producer.
+const SWITCH_GRACE: Duration = Duration::from_secs(2);
+
+/// A new producer waiting for the old one to finish what it has in flight.
+struct Switch {
+    producer: ThreadedProducer<Ctx>,
+    generation: u64,
+    until: Instant,
+}
+
+/// Owns the spool and the producer; runs on the sink's thread.
 pub(super) struct Worker {
     opts: KafkaOptions,
     encoder: Encoder,
@@ -75,7 +86,11 @@ pub(super) struct Worker {
     tx: Sender<Event>,
     spool: Spool,
     producer: Option<ThreadedProducer<Ctx>>,
+    /// The generation of `producer`: reports of other generations are ignored.
     generation: u64,
+    /// The last generation handed out.
+    last_generation: u64,
+    switch: Option<Switch>,
     /// The next record to consider sending.
     cursor: RecordId,
     in_flight: HashSet<RecordId>,
@@ -112,6 +127,8 @@ impl Worker {
             spool,
             producer: None,
             generation: 0,
+            last_generation: 0,
+            switch: None,
             cursor: RecordId { seg: 0, idx: 0 },
             in_flight: HashSet::new(),
             in_flight_bytes: 0,
@@ -127,8 +144,14 @@ impl Worker {
         Ok(w)
     }
 
+    fn next_generation(&mut self) -> u64 {
+        self.last_generation += 1;
+        self.last_generation
+    }
+
+    /// A producer with the current settings, which becomes the current generation.
     fn build_producer(&mut self) -> Result<ThreadedProducer<Ctx>> {
-        self.generation += 1;
+        self.generation = self.next_generation();
         producer::create(&self.opts, &self.tx, self.generation)
     }
 
@@ -143,6 +166,7 @@ impl Worker {
             while let Ok(ev) = self.rx.try_recv() {
                 self.handle(ev);
             }
+            self.switch_when_ready();
             if self.rebuild.is_some() && self.resume_at.is_none_or(|t| Instant::now() >= t) {
                 if let Some(reason) = self.rebuild.take() {
                     self.rebuild_producer(&reason);
@@ -165,6 +189,9 @@ impl Worker {
         let mut t = Duration::from_millis(500);
         if let Some(at) = self.resume_at {
             t = t.min(at.saturating_duration_since(now));
+        }
+        if let Some(s) = &self.switch {
+            t = t.min(s.until.saturating_duration_since(now));
         }
         if let Some((deadline, _)) = &self.shutdown {
             t = t.min(deadline.saturating_duration_since(now));
@@ -223,11 +250,137 @@ impl Worker {
                     }
                 }
             }
+            Event::Reconfigure {
+                opts,
+                deadline,
+                done,
+            } => {
+                let result = if Instant::now() > deadline {
+                    Err(anyhow::anyhow!(
+                        "the Kafka sink was too busy to take the new settings in time"
+                    ))
+                } else {
+                    self.reconfigure(*opts)
+                };
+                if let Err(e) = &result {
+                    tracing::error!(error = %format!("{e:#}"), "new Kafka settings refused; the sink keeps its settings");
+                }
+                let _ = done.send(result);
+            }
             Event::Shutdown { deadline, done } => {
                 self.shared.stopped.store(true, Ordering::Relaxed);
                 self.shutdown = Some((deadline, done));
             }
         }
+    }
+
+    /// Takes new settings. Everything that can fail comes first: on an error nothing changed.
+    fn reconfigure(&mut self, new: KafkaOptions) -> Result<()> {
+        if new == self.opts {
+            return Ok(());
+        }
+        if new.spool_dir != self.opts.spool_dir {
+            bail!(
+                "the Kafka spool directory cannot change from {} to {} while the sink runs",
+                self.opts.spool_dir.display(),
+                new.spool_dir.display()
+            );
+        }
+        let switch = if self.opts.needs_new_producer(&new) {
+            let generation = self.next_generation();
+            let producer = producer::create(&new, &self.tx, generation)?;
+            Some(Switch {
+                producer,
+                generation,
+                until: Instant::now() + SWITCH_GRACE,
+            })
+        } else {
+            None
+        };
+        tracing::info!(
+            brokers = %new.brokers.join(","),
+            topic_prefix = %new.routing.topic_prefix,
+            single_topic = new.routing.single_topic.as_deref().unwrap_or(""),
+            avro_codec = crate::sinks::avro::codec_name(new.avro_codec),
+            compression = producer::compression_name(new.compression),
+            spool_max_bytes = new.spool_max_bytes,
+            new_producer = switch.is_some(),
+            "Kafka settings changed"
+        );
+        if new.routing != self.opts.routing || new.max_message_bytes != self.opts.max_message_bytes
+        {
+            self.encoder = Encoder::new(new.routing.clone(), new.max_message_bytes);
+        }
+        if (new.spool_max_bytes, new.segment_bytes)
+            != (self.opts.spool_max_bytes, self.opts.segment_bytes)
+        {
+            let ev = self
+                .spool
+                .set_bounds(new.spool_max_bytes, new.segment_bytes);
+            if ev.segments > 0 {
+                tracing::error!(
+                    bytes = ev.bytes,
+                    messages = ev.messages,
+                    datapoints = ev.datapoints,
+                    spool_max_bytes = new.spool_max_bytes,
+                    "Kafka spool over its new bound: evicted the oldest messages"
+                );
+                self.metrics.evicted_bytes.add(ev.bytes);
+                self.metrics.evicted_messages.add(ev.messages);
+            }
+        }
+        if new.backoff != self.opts.backoff {
+            self.backoff = new.backoff;
+        }
+        if let Some(s) = switch {
+            tracing::info!(
+                unacknowledged = self.spool.unacked(),
+                in_flight = self.in_flight.len(),
+                "new Kafka producer built; it takes over once the old one has finished what it has in flight"
+            );
+            // A switch still waiting is superseded; its producer never sent anything.
+            self.switch = Some(s);
+        }
+        self.opts = new;
+        Ok(())
+    }
+
+    /// Puts a waiting new producer in place once the old one has nothing in flight, has
+    /// failed, or has had its grace period.
+    fn switch_when_ready(&mut self) {
+        let Some(s) = &self.switch else {
+            return;
+        };
+        let ready = self.in_flight.is_empty()
+            || self.producer.is_none()
+            || self.rewind
+            || self.rebuild.is_some()
+            || Instant::now() >= s.until;
+        if !ready {
+            return;
+        }
+        let Some(s) = self.switch.take() else {
+            return;
+        };
+        let resent = self.in_flight.len();
+        // The current generation changes first, so that the reports the old producer gives
+        // while it is dropped (purged messages) are ignored: those records are sent again.
+        self.generation = s.generation;
+        self.producer = None;
+        self.producer = Some(s.producer);
+        self.in_flight.clear();
+        self.in_flight_bytes = 0;
+        self.rewind = false;
+        self.rebuild = None;
+        self.resume_at = None;
+        self.backoff = self.opts.backoff;
+        self.cursor = RecordId { seg: 0, idx: 0 };
+        tracing::info!(
+            brokers = %self.opts.brokers.join(","),
+            unacknowledged = self.spool.unacked(),
+            resent_from_in_flight = resent,
+            "switched to the new Kafka producer; it sends everything unacknowledged"
+        );
     }
 
     fn delivery_failed(&mut self, id: RecordId, e: &KafkaError) {
@@ -341,6 +494,10 @@ impl Worker {
                 return;
             }
             self.resume_at = None;
+        }
+        if self.switch.is_some() {
+            // The old producer only finishes what it has in flight.
+            return;
         }
         let Some(producer) = &self.producer else {
             return;
