@@ -152,7 +152,8 @@ fn init_logging(config: &Config) -> Result<LogHandle> {
 }
 
 /// Applies a SIGHUP: reads the configuration sources again and applies what can change
-/// without a restart; an invalid configuration leaves the running one as it is.
+/// without a restart (the log level, StatsD settings and the whole `[kafka]` section); an
+/// invalid configuration, or Kafka settings the sink refuses, leave the running one as it is.
 struct Reloader {
     sources: Sources,
     log: LogHandle,
@@ -181,9 +182,9 @@ impl Reloader {
     }
 
     /// Reloads into `running`.
-    fn reload(&self, running: &mut Config, collector: &Collector) {
+    async fn reload(&self, running: &mut Config, collector: &Collector) {
         tracing::info!("SIGHUP: reloading the configuration");
-        match self.try_reload(running, collector) {
+        match self.try_reload(running, collector).await {
             Ok(()) => self.count(true),
             Err(e) => {
                 tracing::error!(
@@ -195,19 +196,23 @@ impl Reloader {
         }
     }
 
-    fn try_reload(&self, running: &mut Config, collector: &Collector) -> Result<()> {
+    async fn try_reload(&self, running: &mut Config, collector: &Collector) -> Result<()> {
         let new = self.sources.load()?;
         let plan = corral_collector::reload::plan(running, &new);
-        // Everything is checked before anything is applied.
+        // Everything is checked before anything is applied: the file, environment and flags
+        // by loading them, the log filter here. The Kafka settings are checked by the sink as
+        // it takes them, so the collector goes first: when it refuses them it has changed
+        // nothing, and neither has the log filter.
         let filter = (plan.next.log_level != running.log_level)
             .then(|| log_filter(&plan.next.log_level))
             .transpose()?;
+        let sink = collector.reload(&plan.next).await?;
         if let Some(filter) = filter {
+            // Fails only when the subscriber is gone, which it never is while Corral runs.
             self.log
                 .reload(filter)
                 .context("cannot change the log filter")?;
         }
-        collector.reload(&plan.next);
         *running = plan.next;
         if !plan.restart.is_empty() {
             let keys = plan.restart.join(", ");
@@ -216,6 +221,7 @@ impl Reloader {
         tracing::info!(
             applied = %plan.apply.join(", "),
             needs_restart = %plan.restart.join(", "),
+            sink = sink.as_str(),
             "configuration reloaded"
         );
         Ok(())
@@ -267,7 +273,7 @@ async fn serve(mut config: Config, mut reloader: Reloader) -> Result<()> {
     let signal = loop {
         tokio::select! {
             s = &mut signal => break s,
-            Some(()) = hangup.recv() => reloader.reload(&mut config, &collector),
+            Some(()) = hangup.recv() => reloader.reload(&mut config, &collector).await,
         }
     };
     tracing::info!(signal, "shutting down: flushing the current interval");

@@ -1,7 +1,8 @@
 //! The real binary publishing to a real Kafka-protocol broker (tansu, validating every value
 //! against the MetricList schema), read back by an independent client (Python confluent-kafka
 //! and fastavro): names, values, tags, topics and keys; then no datapoint lost while the broker
-//! is frozen past the message timeout, with and without a Corral restart in the middle.
+//! is frozen past the message timeout, with and without a Corral restart in the middle; and
+//! SIGHUP with new Kafka settings: new brokers and topics, Kafka to Avro files and back.
 
 mod common;
 #[path = "kafka/tansu.rs"]
@@ -457,4 +458,257 @@ fn without_brokers_batches_go_to_avro_files() {
         .map(|d| d["value"].as_f64().unwrap())
         .sum();
     assert_eq!(hits, 7.0);
+}
+
+// ---- SIGHUP with new Kafka settings ----
+
+/// Writes a configuration file aside and renames it into place, as configuration management
+/// does: a reload never reads half a file.
+fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn kafka_config(brokers: &[String], topic_prefix: &str) -> String {
+    let brokers: Vec<String> = brokers.iter().map(|b| format!("{b:?}")).collect();
+    format!(
+        "[statsd]\nflush_interval = \"200ms\"\n\
+         [kafka]\nbrokers = [{}]\ntopic_prefix = {topic_prefix:?}\n",
+        brokers.join(", ")
+    )
+}
+
+fn corral_with_config(file: &Path) -> Corral {
+    Corral::start_plain(
+        &["--config", file.to_str().expect("utf-8 path")],
+        &[
+            ("CORRAL_LOG_LEVEL", "info"),
+            ("CORRAL_NODE_MESOS_ID", "agent-e2e"),
+            ("CORRAL_NODE_CLUSTER_ID", "cluster-e2e"),
+            ("CORRAL_NODE_HOSTNAME", "node-e2e"),
+        ],
+    )
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64
+}
+
+fn message(v: &Value) -> &str {
+    v["fields"]["message"].as_str().unwrap_or_default()
+}
+
+/// SIGHUP, then the `configuration reloaded` line it gives (skipping earlier ones).
+fn reload(c: &mut Corral) -> Value {
+    c.drain_logs();
+    let before = c.seen_logs.len();
+    c.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = c.seen_logs[before..].iter().find(|v| {
+            message(v) == "configuration reloaded"
+                || message(v).starts_with("configuration reload failed")
+        }) {
+            return v.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload outcome: {:#?}",
+            &c.seen_logs[before..]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        c.drain_logs();
+    }
+}
+
+/// `corral.config.reloads{result}` once a flush has published it.
+fn reloads(c: &Corral, result: &str) -> Option<f64> {
+    let (status, body) = c.get("/v0/node/app");
+    if status != 200 {
+        return None;
+    }
+    let body: Value = serde_json::from_str(&body).expect("/v0/node/app JSON");
+    common::value_of(&body, "corral.config.reloads", &[("result", result)])
+}
+
+fn wait_reloads(c: &Corral, result: &str, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reloads(c, result) != Some(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "corral.config.reloads{{result={result}}}: {:?}, want {want}",
+            reloads(c, result)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The time of every datapoint `name` in `lists`.
+fn times(lists: &[(String, Option<String>, Value)], name: &str) -> Vec<f64> {
+    lists
+        .iter()
+        .flat_map(|(_, _, l)| l["datapoints"].as_array().cloned().unwrap_or_default())
+        .filter(|d| d["name"] == name)
+        .filter_map(|d| d["time_ms"].as_f64())
+        .collect()
+}
+
+#[test]
+fn sighup_sends_the_spool_to_new_brokers_and_new_flushes_to_the_new_topic() {
+    const MOVED_APP_TOPIC: &str = "moved-unknown_container";
+    let t = Tansu::start(&[APP_TOPIC, "metrics-agent", MOVED_APP_TOPIC, "moved-agent"]);
+    // Nothing listens on this port: everything flushed before the reload stays spooled.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("corral.toml");
+    write_config(&file, &kafka_config(&[dead], "metrics-"));
+    let mut c = corral_with_config(&file);
+    let pacer = Pacer::start(c.statsd, "moved.n");
+    std::thread::sleep(Duration::from_secs(2));
+    let spooled = c.get_json("/v0/node/app");
+    let spooled = common::value_of(&spooled, "corral.kafka.spooled_bytes", &[]);
+    assert!(
+        spooled.is_some_and(|b| b > 0.0),
+        "spooled bytes {spooled:?}"
+    );
+
+    write_config(&file, &kafka_config(&[t.bootstrap()], "moved-"));
+    let before = now_ms();
+    let reloaded = reload(&mut c);
+    let after = now_ms();
+    assert_eq!(message(&reloaded), "configuration reloaded", "{reloaded}");
+    assert_eq!(
+        reloaded["fields"]["applied"],
+        "kafka.brokers, kafka.topic_prefix"
+    );
+    assert_eq!(reloaded["fields"]["needs_restart"], "");
+    assert_eq!(reloaded["fields"]["sink"], "reconfigured");
+    c.wait_log(
+        "switched to the new Kafka producer; it sends everything unacknowledged",
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = pacer.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    wait_reloads(&c, "ok", 1.0);
+    let status = c.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        log_has(&c, "Kafka sink stopped; everything delivered"),
+        "{:#?}",
+        c.seen_logs
+    );
+
+    let all = lists(&consume(&t, &[APP_TOPIC, MOVED_APP_TOPIC]));
+    let (old, new): (Vec<_>, Vec<_>) = all.into_iter().partition(|(t, _, _)| t == APP_TOPIC);
+    let (spooled, moved) = (
+        sum(&old, "moved.n", "env", None),
+        sum(&new, "moved.n", "env", None),
+    );
+    eprintln!("sent {sent}: {spooled} from the spool, {moved} under the new prefix");
+    assert_eq!(spooled + moved, sent as f64, "datapoints lost or doubled");
+    assert!(spooled > 0.0 && moved > 0.0, "{spooled} {moved}");
+    // The backlog keeps the topic of the flushes it holds; flushes after the reload use the new
+    // prefix. One flush interval of slack each way (a flush running while the signal came).
+    let last_old = times(&old, "moved.n").into_iter().fold(0.0, f64::max);
+    let first_new = times(&new, "moved.n").into_iter().fold(f64::MAX, f64::min);
+    assert!(
+        last_old <= after + 200.0,
+        "{last_old} after the reload ({after})"
+    );
+    assert!(
+        first_new >= before - 200.0,
+        "{first_new} before the reload ({before})"
+    );
+}
+
+#[test]
+fn sighup_switches_between_kafka_and_avro_files_without_losing_samples() {
+    let t = Tansu::start(TOPICS);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("corral.toml");
+    write_config(&file, &kafka_config(&[t.bootstrap()], "metrics-"));
+    let mut c = corral_with_config(&file);
+    let data_dir = c.data_dir.path().to_path_buf();
+    let avro_dir = data_dir.join("avro");
+    let pacer = Pacer::start(c.statsd, "switch.n");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // The file sink cannot start (its directory is taken by a file): the reload fails and
+    // Kafka keeps going.
+    std::fs::write(&avro_dir, b"in the way").unwrap();
+    write_config(&file, &kafka_config(&[], "metrics-"));
+    let failed = reload(&mut c);
+    assert_eq!(
+        message(&failed),
+        "configuration reload failed; the running configuration stays in effect"
+    );
+    assert_eq!(failed["level"], "ERROR");
+    let error = failed["fields"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("kafka: cannot start the sink that kafka.brokers now asks for")
+            && error.contains(avro_dir.to_str().unwrap()),
+        "{error}"
+    );
+    wait_reloads(&c, "error", 1.0);
+    assert!(c.child.try_wait().unwrap().is_none());
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The same file once the way is clear: Avro files from now on.
+    std::fs::remove_file(&avro_dir).unwrap();
+    let reloaded = reload(&mut c);
+    assert_eq!(message(&reloaded), "configuration reloaded", "{reloaded}");
+    assert_eq!(reloaded["fields"]["applied"], "kafka.brokers");
+    assert_eq!(reloaded["fields"]["sink"], "switched to Avro files");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // And back to Kafka.
+    write_config(&file, &kafka_config(&[t.bootstrap()], "metrics-"));
+    let reloaded = reload(&mut c);
+    assert_eq!(message(&reloaded), "configuration reloaded", "{reloaded}");
+    assert_eq!(reloaded["fields"]["applied"], "kafka.brokers");
+    assert_eq!(reloaded["fields"]["sink"], "switched to Kafka");
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = pacer.finish();
+    std::thread::sleep(Duration::from_millis(500));
+    wait_reloads(&c, "ok", 2.0);
+    let status = c.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        log_has(&c, "Kafka sink stopped; everything delivered"),
+        "{:#?}",
+        c.seen_logs
+    );
+
+    let kafka = sum(&lists(&consume(&t, &[APP_TOPIC])), "switch.n", "env", None);
+    let mut files = 0.0;
+    let names: Vec<PathBuf> = std::fs::read_dir(&avro_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        names.iter().all(|p| p.to_string_lossy().ends_with(".avro")),
+        "{names:?}"
+    );
+    for f in &names {
+        let (code, stdout, stderr) = avro_dump(f);
+        assert_eq!(code, 0, "{stderr}");
+        files += stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .flat_map(|l| l["datapoints"].as_array().cloned().unwrap_or_default())
+            .filter(|d| d["name"] == "switch.n")
+            .map(|d| d["value"].as_f64().unwrap())
+            .sum::<f64>();
+    }
+    eprintln!("sent {sent}: {kafka} through Kafka, {files} in Avro files");
+    assert_eq!(kafka + files, sent as f64, "datapoints lost or doubled");
+    assert!(kafka > 0.0 && files > 0.0, "{kafka} {files}");
 }

@@ -148,6 +148,7 @@ fn sighup_applies_reloadable_keys_while_samples_flow() {
         "log_level, statsd.flush_interval, statsd.percentiles"
     );
     assert_eq!(reloaded["fields"]["needs_restart"], "statsd.receive_buffer");
+    assert_eq!(reloaded["fields"]["sink"], "unchanged");
     c.wait_log("flush interval changed", WAIT);
     // The new log level: the flush loop's debug lines appear.
     c.wait_log("flushed", WAIT);

@@ -16,6 +16,8 @@ use crate::attribution::Attribution;
 use crate::config::{self, Config};
 use crate::outputs::Outputs;
 use crate::pipeline::Pipeline;
+use crate::reload::LiveDuration;
+use crate::sinks::{ConfiguredSink, SinkChange};
 use crate::sources::agent::ContainerDirectory;
 use crate::sources::container_ports::{ContainerPortRegistry, ContainerPortsConfig};
 use crate::sources::statsd::{StatsdSource, StatsdSourceConfig};
@@ -31,6 +33,10 @@ pub struct Collector {
     statsd_addrs: Vec<SocketAddr>,
     container_ports: Arc<ContainerPortRegistry>,
     agg_config: Arc<AggregatorConfig>,
+    /// `statsd.expiry` for the container ports and the agent source.
+    expiry: Arc<LiveDuration>,
+    /// Held across a reload's sink change, which waits for sinks to start and stop.
+    sink: tokio::sync::Mutex<ConfiguredSink>,
     flush_interval: watch::Sender<Duration>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -68,14 +74,15 @@ impl Collector {
             expiry_flushes(s.expiry, s.flush_interval),
             s.max_series,
         ));
-        let sinks = crate::sinks::start(config, &shared.telemetry)?;
-        let outputs = Arc::new(Outputs::new(shared.store.clone(), sinks));
+        let sink = ConfiguredSink::start(config, &shared.telemetry)?;
+        let outputs = Arc::new(Outputs::new(shared.store.clone(), sink.sinks()));
+        let expiry = Arc::new(LiveDuration::new(s.expiry));
         let container_ports = ContainerPortRegistry::start(
             ContainerPortsConfig {
                 host: s.container_listen_host,
                 range: s.container_port_range,
                 dir: config.data_dir.join("container-ports"),
-                expiry: s.expiry,
+                expiry: expiry.clone(),
                 receive_buffer: usize::try_from(s.receive_buffer).unwrap_or(usize::MAX),
             },
             agg_config.clone(),
@@ -120,6 +127,7 @@ impl Collector {
         ));
         tasks.extend(crate::sources::agent::spawn(
             config,
+            expiry.clone(),
             outputs.clone(),
             shared.identity.clone(),
             shared.attribution.clone(),
@@ -134,17 +142,30 @@ impl Collector {
             statsd_addrs,
             container_ports,
             agg_config,
+            expiry,
+            sink: tokio::sync::Mutex::new(sink),
             flush_interval,
             stop_tx,
             tasks,
         })
     }
 
-    /// Applies the reloadable StatsD settings of `config` (see [`crate::reload::RELOADABLE`]):
-    /// the flush interval from the next tick, percentiles and series expiry from the next
-    /// flush, the gauge sign from the next line. The container ports and the agent source keep
-    /// the `statsd.expiry` they started with.
-    pub fn reload(&self, config: &Config) {
+    /// Applies the reloadable settings of `config` (see [`crate::reload::RELOADABLE`]).
+    ///
+    /// The `[kafka]` section first, since only it can fail: the running sink takes the new
+    /// settings, or is replaced by the other kind of sink when `kafka.brokers` goes from empty
+    /// to set or back (see [`crate::sinks`]). On an error nothing at all has changed. Then the
+    /// StatsD settings, which cannot fail: the flush interval from the next tick, percentiles
+    /// and series expiry from the next flush, the gauge sign from the next line, and
+    /// `statsd.expiry` for the container ports and the agent source from their next poll.
+    pub async fn reload(&self, config: &Config) -> Result<SinkChange> {
+        let change = self
+            .sink
+            .lock()
+            .await
+            .reconfigure(&config.kafka, &self.outputs)
+            .await
+            .context("kafka")?;
         let s = &config.statsd;
         let a = &self.agg_config;
         if *a.percentiles() != *s.percentiles {
@@ -152,11 +173,13 @@ impl Collector {
         }
         a.set_gauge_sign(gauge_sign(s.gauge_sign));
         a.set_expiry_flushes(expiry_flushes(s.expiry, s.flush_interval));
+        self.expiry.set(s.expiry);
         self.flush_interval.send_if_modified(|d| {
             let changed = *d != s.flush_interval;
             *d = s.flush_interval;
             changed
         });
+        Ok(change)
     }
 
     /// The bound StatsD UDP addresses, one per `statsd.listen` entry.

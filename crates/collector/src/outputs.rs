@@ -1,5 +1,6 @@
 //! Where batches go once a source has made them: the store (read by the API) and every
-//! configured sink (Kafka, or local Avro files).
+//! configured sink (Kafka, or local Avro files). A configuration reload may replace the sinks
+//! while sources publish: each publish goes wholly to the old sinks or wholly to the new ones.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_model::{MetricBatch, Source, Store};
+use parking_lot::RwLock;
 
 /// A destination for batches, such as Kafka.
 pub trait Sink: Send + Sync {
@@ -22,12 +24,22 @@ pub trait Sink: Send + Sync {
 
 pub struct Outputs {
     store: Arc<Store>,
-    sinks: Vec<Arc<dyn Sink>>,
+    /// Read for every publish (submitting does not block), written by a reload.
+    sinks: RwLock<Vec<Arc<dyn Sink>>>,
 }
 
 impl Outputs {
     pub fn new(store: Arc<Store>, sinks: Vec<Arc<dyn Sink>>) -> Self {
-        Outputs { store, sinks }
+        Outputs {
+            store,
+            sinks: RwLock::new(sinks),
+        }
+    }
+
+    /// Puts `sinks` in place of the current ones and returns those, for the caller to shut
+    /// down: once this returns, nothing is submitted to them any more.
+    pub fn replace_sinks(&self, sinks: Vec<Arc<dyn Sink>>) -> Vec<Arc<dyn Sink>> {
+        std::mem::replace(&mut *self.sinks.write(), sinks)
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -46,14 +58,15 @@ impl Outputs {
         if non_empty.is_empty() {
             return;
         }
-        for sink in &self.sinks {
+        for sink in self.sinks.read().iter() {
             sink.submit(&non_empty);
         }
     }
 
     /// Lets every sink deliver or persist what it holds, within `deadline` each.
     pub async fn shutdown(&self, deadline: Duration) {
-        for sink in &self.sinks {
+        let sinks = self.sinks.read().clone();
+        for sink in &sinks {
             tracing::info!(sink = sink.name(), "stopping sink");
             sink.shutdown(deadline).await;
         }

@@ -2,12 +2,47 @@
 //!
 //! A reload applies [`RELOADABLE`] keys in place. Every other key that changed is reported as
 //! needing a restart and keeps its running value, so it is reported again at the next reload
-//! until Corral restarts. `kafka.*` needs a restart: the sink (Kafka or Avro files), its spool
-//! and the routing of what is already spooled are set up once at start.
+//! until Corral restarts.
+//!
+//! Every `kafka.*` key is reloadable. The sink takes new settings without losing what it holds:
+//! new brokers or a new compression get a new producer, which sends everything the spool holds
+//! unacknowledged; the topic settings and the Avro codec apply to flushes from the reload on,
+//! while spooled messages keep the topic and codec they were encoded with; a new
+//! `spool_max_bytes` applies at once. When `kafka.brokers` goes from empty to set or back, the
+//! sink switches between Kafka and Avro files (see [`crate::sinks`]). Settings the sink refuses
+//! make the whole reload fail: nothing is applied, and the running configuration stays.
+//!
+//! `statsd.expiry` applies to StatsD series, the per-container ports and the agent source.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::config::{
     AgentAuth, AgentConfig, ApiConfig, Config, KafkaConfig, NodeConfig, StatsdConfig,
 };
+
+/// A duration that a reload changes while other threads read it, such as `statsd.expiry` for
+/// the per-container ports and the agent source. Whole nanoseconds, up to about 584 years.
+#[derive(Debug)]
+pub struct LiveDuration(AtomicU64);
+
+impl LiveDuration {
+    pub fn new(d: Duration) -> Self {
+        LiveDuration(AtomicU64::new(Self::nanos(d)))
+    }
+
+    fn nanos(d: Duration) -> u64 {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, d: Duration) {
+        self.0.store(Self::nanos(d), Ordering::Relaxed);
+    }
+}
 
 /// Keys a reload applies without a restart.
 pub const RELOADABLE: &[&str] = &[
@@ -16,6 +51,12 @@ pub const RELOADABLE: &[&str] = &[
     "statsd.percentiles",
     "statsd.gauge_sign",
     "statsd.expiry",
+    "kafka.brokers",
+    "kafka.topic_prefix",
+    "kafka.single_topic",
+    "kafka.avro_codec",
+    "kafka.compression",
+    "kafka.spool_max_bytes",
 ];
 
 /// What a reload does with a new configuration.
@@ -41,6 +82,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     next.statsd.percentiles.clone_from(&new.statsd.percentiles);
     next.statsd.gauge_sign = new.statsd.gauge_sign;
     next.statsd.expiry = new.statsd.expiry;
+    next.kafka.clone_from(&new.kafka);
     Plan {
         apply,
         restart,
@@ -175,7 +217,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{GaugeSign, LogFormat};
+    use crate::config::{AvroCodec, GaugeSign, KafkaCompression, LogFormat};
 
     fn base() -> Config {
         let mut c = Config::load(None, Vec::new(), &Default::default()).expect("defaults");
@@ -206,6 +248,7 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
         };
+        new.data_dir = "/tmp/elsewhere".into();
         let p = plan(&running, &new);
         assert_eq!(
             p.apply,
@@ -214,29 +257,80 @@ mod tests {
                 "statsd.flush_interval",
                 "statsd.percentiles",
                 "statsd.gauge_sign",
-                "statsd.expiry"
+                "statsd.expiry",
+                "kafka.brokers"
             ]
         );
         assert_eq!(
             p.restart,
-            [
-                "log_format",
-                "statsd.listen",
-                "agent.basic",
-                "kafka.brokers"
-            ]
+            ["data_dir", "log_format", "statsd.listen", "agent.basic"]
         );
         assert_eq!(p.next.log_level, "debug");
         assert_eq!(p.next.statsd.percentiles, [42.0]);
         assert_eq!(p.next.statsd.gauge_sign, GaugeSign::Absolute);
+        assert_eq!(p.next.statsd.expiry, Duration::from_secs(60));
+        assert_eq!(p.next.kafka.brokers, ["k:9092"]);
         assert_eq!(p.next.statsd.listen, running.statsd.listen);
-        assert_eq!(p.next.kafka, running.kafka);
         assert_eq!(p.next.log_format, running.log_format);
+        assert_eq!(p.next.agent, running.agent);
+        // The sink's directories stay where they were.
+        assert_eq!(p.next.data_dir, running.data_dir);
 
         // A restart-only change is reported again while it is not in effect.
         let again = plan(&p.next, &new);
         assert!(again.apply.is_empty());
         assert_eq!(again.restart, p.restart);
+    }
+
+    #[test]
+    fn every_kafka_key_is_applied() {
+        let running = base();
+        let mut new = base();
+        new.kafka.brokers = vec!["a:9092".into(), "b:9092".into()];
+        new.kafka.topic_prefix = "moved-".into();
+        new.kafka.single_topic = Some("all-metrics".into());
+        new.kafka.avro_codec = AvroCodec::Zstd;
+        new.kafka.compression = KafkaCompression::Gzip;
+        new.kafka.spool_max_bytes = 64 << 20;
+        let p = plan(&running, &new);
+        assert_eq!(
+            p.apply,
+            [
+                "kafka.brokers",
+                "kafka.topic_prefix",
+                "kafka.single_topic",
+                "kafka.avro_codec",
+                "kafka.compression",
+                "kafka.spool_max_bytes"
+            ]
+        );
+        assert!(p.restart.is_empty(), "{p:?}");
+        assert_eq!(p.next.kafka, new.kafka);
+        assert_eq!(p.next, new);
+
+        // Back to no brokers (Avro files): applied too.
+        let back = plan(&p.next, &running);
+        assert_eq!(back.apply.len(), 6);
+        assert_eq!(back.next, running);
+    }
+
+    #[test]
+    fn the_whole_kafka_section_is_reloadable() {
+        // `plan` takes the new `[kafka]` section whole: a key added there that needs a
+        // restart would have to be kept back by `plan`.
+        for k in crate::config::keys().filter(|k| k.starts_with("kafka.")) {
+            assert!(RELOADABLE.contains(&k), "{k}");
+        }
+    }
+
+    #[test]
+    fn a_live_duration_is_shared() {
+        let d = std::sync::Arc::new(LiveDuration::new(Duration::from_secs(300)));
+        let reader = d.clone();
+        d.set(Duration::from_millis(1500));
+        assert_eq!(reader.get(), Duration::from_millis(1500));
+        d.set(Duration::MAX);
+        assert_eq!(reader.get(), Duration::from_nanos(u64::MAX));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `statsd.container_listen_host`, all read by one thread through epoll, every sample
 //! attributed to the socket's container. Assignments are kept in
 //! `data_dir/container-ports/` so that a restart binds the same ports again; containers the
-//! agent stops reporting are released after `statsd.expiry`.
+//! agent stops reporting are released after `statsd.expiry` (its current value: a reload may
+//! change it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -16,13 +17,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use corral_model::{ContainerPorts, PortAssignment, PortError};
-use corral_statsd::{Aggregator, AggregatorConfig};
+use corral_statsd::{Aggregator, AggregatorConfig, Batcher};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::statsd::{process_datagram, Receiver, ReceiverStats, Tally};
+use super::statsd::{flush_pending, process_datagram, Receiver, ReceiverStats, Tally};
 use super::udp::{enable_rxq_ovfl, set_receive_buffer, RecvBatch};
+use crate::reload::LiveDuration;
 
 /// Container ids longer than this are refused (Mesos' are UUIDs, 36 bytes).
 pub const MAX_ID_LEN: usize = 256;
@@ -42,7 +44,8 @@ pub struct ContainerPortsConfig {
     pub range: Option<(u16, u16)>,
     /// `data_dir/container-ports`.
     pub dir: PathBuf,
-    pub expiry: Duration,
+    /// `statsd.expiry`, shared with the reload.
+    pub expiry: Arc<LiveDuration>,
     pub receive_buffer: usize,
 }
 
@@ -152,6 +155,7 @@ impl ContainerPortRegistry {
     /// longer reported for `expiry` are released. Call only after a successful poll.
     pub fn seen(&self, containers: &HashSet<&str>) {
         let now = Instant::now();
+        let expiry = self.cfg.expiry.get();
         let expired: Vec<String> = {
             let mut inner = self.inner.lock();
             for (id, e) in inner.entries.iter_mut() {
@@ -163,8 +167,8 @@ impl ContainerPortRegistry {
                 .entries
                 .iter()
                 .filter(|(_, e)| match e.seen {
-                    Some(t) => now.duration_since(t) > self.cfg.expiry,
-                    None => now.duration_since(e.assigned) > self.cfg.expiry.max(NEVER_SEEN_GRACE),
+                    Some(t) => now.duration_since(t) > expiry,
+                    None => now.duration_since(e.assigned) > expiry.max(NEVER_SEEN_GRACE),
                 })
                 .map(|(id, _)| id.clone())
                 .collect()
@@ -617,6 +621,7 @@ impl Reading {
             let now = self.epoch.elapsed().as_nanos() as u64;
             {
                 let mut agg = aggregator.lock();
+                let mut pending = Batcher::new();
                 for d in self.batch.datagrams() {
                     self.datagrams += 1;
                     self.truncated += u64::from(d.truncated);
@@ -627,8 +632,10 @@ impl Reading {
                         &mut agg,
                         &mut self.tally,
                         now,
+                        &mut pending,
                     );
                 }
+                flush_pending(&mut pending, &mut agg, &mut self.tally, now);
             }
             if let Some(drops) = self.batch.kernel_drops() {
                 let before = slot.drops.swap(drops, Ordering::Relaxed);
@@ -676,7 +683,7 @@ mod tests {
                 host: Ipv4Addr::LOCALHOST.into(),
                 range,
                 dir: dir.join("container-ports"),
-                expiry,
+                expiry: Arc::new(LiveDuration::new(expiry)),
                 receive_buffer: 1 << 20,
             },
             agg,
@@ -814,5 +821,19 @@ mod tests {
         r.seen(&["kept"].into_iter().collect());
         let ids: Vec<String> = r.list().into_iter().map(|a| a.container_id).collect();
         assert_eq!(ids, vec!["kept", "never-seen"]);
+    }
+
+    #[test]
+    fn a_reloaded_expiry_applies_from_the_next_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path(), None, Duration::from_secs(3600));
+        r.assign("gone").unwrap();
+        r.seen(&["gone"].into_iter().collect());
+        std::thread::sleep(Duration::from_millis(80));
+        r.seen(&HashSet::new());
+        assert_eq!(r.list().len(), 1, "kept under the expiry it started with");
+        r.cfg.expiry.set(Duration::from_millis(50));
+        r.seen(&HashSet::new());
+        assert!(r.list().is_empty(), "released under the reloaded expiry");
     }
 }

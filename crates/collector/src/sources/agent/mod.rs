@@ -30,6 +30,7 @@ pub use directory::ContainerDirectory;
 use crate::attribution::Attribution;
 use crate::config::Config;
 use crate::outputs::Outputs;
+use crate::reload::LiveDuration;
 use crate::sources::container_ports::ContainerPortRegistry;
 use crate::telemetry::{Counter, Gauge, Telemetry};
 
@@ -45,10 +46,13 @@ const USAGE_PATHS: [&str; 3] = [
 
 /// Starts the agent poller (when `agent.url` is set); it publishes `Source::Container`
 /// batches, learns the node's mesos_id and keeps `attribution`, `directory` and the
-/// container ports current, until `stop`. Errors name the configuration key at fault.
+/// container ports current, until `stop`. Container data is withdrawn when the agent has been
+/// unreadable for `expiry` (`statsd.expiry`, read at each failure: a reload may change it).
+/// Errors name the configuration key at fault.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     config: &Config,
+    expiry: Arc<LiveDuration>,
     outputs: Arc<Outputs>,
     identity: Arc<Identity>,
     attribution: Arc<Attribution>,
@@ -65,7 +69,7 @@ pub fn spawn(
         client,
         url,
         interval: config.agent.poll_interval,
-        stale_after: config.statsd.expiry,
+        stale_after: expiry,
         learn_agent_id: config.node.mesos_id.is_empty(),
         outputs,
         identity,
@@ -143,7 +147,7 @@ struct Poller {
     url: String,
     interval: Duration,
     /// Container data older than this is withdrawn while the agent cannot be read.
-    stale_after: Duration,
+    stale_after: Arc<LiveDuration>,
     learn_agent_id: bool,
     outputs: Arc<Outputs>,
     identity: Arc<Identity>,
@@ -224,7 +228,7 @@ impl Poller {
         }
         let stale = self
             .last_success
-            .is_none_or(|t| t.elapsed() >= self.stale_after);
+            .is_none_or(|t| t.elapsed() >= self.stale_after.get());
         if stale {
             tracing::warn!(url = %self.url, "agent unreadable for longer than statsd.expiry: its container metrics are withdrawn");
             self.outputs.publish(Source::Container, Vec::new());
