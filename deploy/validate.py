@@ -515,6 +515,10 @@ def validate_docker():
     c.check("cargo build --release --locked" in runs, "Dockerfile: no `cargo build --release --locked`")
     envs = " ".join(i["value"] for i in build if i["instruction"] == "ENV")
     c.check("LIBZ_SYS_STATIC=1" in envs, "Dockerfile: zlib is not linked statically (LIBZ_SYS_STATIC=1)")
+    build_args = [i["value"].split("=", 1)[0].strip() for i in build if i["instruction"] == "ARG"]
+    c.check("CORRAL_BUILD_COMMIT" in build_args,
+            "Dockerfile: the build stage does not take the CORRAL_BUILD_COMMIT build arg "
+            "(build.rs reads it; .git is not in the build context)")
 
     c.check(final[0]["value"].strip() == "gcr.io/distroless/cc-debian12:nonroot",
             f"Dockerfile: runtime stage FROM {final[0]['value']!r}")
@@ -553,6 +557,8 @@ def validate_docker():
     r = subprocess.run(["bash", "-n", str(build_sh)], capture_output=True, text=True)
     c.check(r.returncode == 0, f"build.sh: bash -n: {r.stderr.strip()}")
     c.check(os.access(build_sh, os.X_OK), "build.sh is not executable")
+    c.check('--build-arg CORRAL_BUILD_COMMIT=' in build_sh.read_text(encoding="utf-8"),
+            "build.sh does not pass the commit as the CORRAL_BUILD_COMMIT build arg")
     return c.finish()
 
 

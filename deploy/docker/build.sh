@@ -11,6 +11,25 @@ if [ -z "$version" ]; then
 fi
 tag=${1:-corral:${version}}
 
+# The commit for `corral --version`. .git is not in the build context, so build.rs cannot ask
+# git inside the image; it reads CORRAL_BUILD_COMMIT instead. Same form as a build from the
+# checkout: 12 hex digits, `-dirty` when tracked files differ from the commit. Taken from the
+# environment when set (e.g. by CI), else from git when this tree is a checkout of its own.
+commit=${CORRAL_BUILD_COMMIT:-}
+if [ -z "$commit" ] && command -v git >/dev/null 2>&1 \
+    && top=$(git rev-parse --show-toplevel 2>/dev/null) \
+    && [ "$(cd "$top" && pwd -P)" = "$(pwd -P)" ] \
+    && hash=$(git rev-parse --short=12 HEAD 2>/dev/null); then
+    commit=$hash
+    if [ -n "$(git --no-optional-locks status --porcelain --untracked-files=no)" ]; then
+        commit="${hash}-dirty"
+    fi
+fi
+if [ -z "$commit" ]; then
+    echo "build.sh: no git commit found (not a git checkout, and CORRAL_BUILD_COMMIT is unset);" \
+        "corral --version will say \"commit unknown\"" >&2
+fi
+
 if ! command -v docker >/dev/null 2>&1; then
     echo "build.sh: the docker command is not installed; build the image where Docker is available" >&2
     exit 1
@@ -24,6 +43,7 @@ fi
 DOCKER_BUILDKIT=1 docker build \
     -f deploy/docker/Dockerfile \
     --build-arg VERSION="$version" \
+    --build-arg CORRAL_BUILD_COMMIT="$commit" \
     -t "$tag" \
     .
-echo "build.sh: built $tag"
+echo "build.sh: built $tag (commit ${commit:-unknown})"
