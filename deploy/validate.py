@@ -388,6 +388,9 @@ def validate_kubernetes(out):
     c.check(all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items()),
             "DaemonSet: the selector does not match the template's labels")
     c.check(pod.get("serviceAccountName") == sa["metadata"]["name"], "DaemonSet: serviceAccountName")
+    c.check(pod.get("enableServiceLinks") is False,
+            "DaemonSet: enableServiceLinks is not false (a Service named corral would inject "
+            "CORRAL_* variables that Corral refuses at start)")
     c.check(pod.get("hostNetwork") is True, "DaemonSet: hostNetwork is not true")
     c.check(pod.get("dnsPolicy") == "ClusterFirstWithHostNet",
             "DaemonSet: dnsPolicy must be ClusterFirstWithHostNet with hostNetwork")
