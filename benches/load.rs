@@ -130,11 +130,15 @@ fn make_datagrams(series: usize, count: usize) -> Vec<Vec<u8>> {
                 }
                 let tags = if s % 3 == 0 { "|#env:prod,az:b" } else { "" };
                 match r {
-                    0..=69 => d.push_str(&format!("app.svc{}.requests:1|c{tags}", s)),
-                    70..=89 => {
-                        d.push_str(&format!("app.svc{}.latency:{}|ms{tags}", s, next() % 500))
-                    }
-                    _ => d.push_str(&format!("app.svc{}.queue:{}|g{tags}", s, next() % 100)),
+                    0..=69 => d.push_str(&format!("web.checkout.svc{s:05}.requests:1|c{tags}")),
+                    70..=89 => d.push_str(&format!(
+                        "web.checkout.svc{s:05}.latency_ms:{}|ms{tags}",
+                        next() % 500
+                    )),
+                    _ => d.push_str(&format!(
+                        "web.checkout.svc{s:05}.queue_depth:{}|g{tags}",
+                        next() % 100
+                    )),
                 }
             }
             d.into_bytes()

@@ -108,6 +108,15 @@ impl SeriesKey {
         }
     }
 
+    /// The address of the key's heap allocation, read without dereferencing it: for
+    /// prefetching.
+    #[inline]
+    pub fn heap_addr(&self) -> *const u8 {
+        // SAFETY: `ThinArc` is `repr(transparent)` over the non-null pointer to its allocation,
+        // so a `SeriesKey` can be read as that pointer.
+        unsafe { *(&self.0 as *const ThinArc<(), u8>).cast::<*const u8>() }
+    }
+
     /// Bytes of heap this key holds (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         self.encoded().len() + 2 * std::mem::size_of::<usize>()

@@ -15,12 +15,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use corral_model::{Datapoint, SeriesKey, Stat, Unit};
-use hashbrown::hash_table::Entry as TableEntry;
-use hashbrown::{HashMap, HashSet, HashTable};
+use hashbrown::{HashMap, HashSet};
 use smallvec::SmallVec;
 
-use crate::line::{Line, MetricType, ServiceCheck, Tags, Value};
+use crate::line::{Line, MetricType, ServiceCheck, Tags, Value, Values};
 use crate::sketch::{Hll, Sketch};
+
+mod index;
+
+use index::{prefetch, Index};
 
 /// Past this many samples of one series in one interval, a sketch takes over.
 pub const EXACT_SAMPLES: usize = 10_000;
@@ -126,25 +129,55 @@ pub enum AddError {
     SeriesLimit,
 }
 
-impl Acc {
-    fn kind(&self) -> MetricType {
-        match self {
-            Acc::Counter(..) => MetricType::Counter,
-            Acc::Gauge(_) => MetricType::Gauge,
-            Acc::Samples(s) => s.kind.unwrap_or(MetricType::Timer),
-            Acc::Set(_) => MetricType::Set,
-        }
-    }
-}
-
-/// Accumulation of one interval for one series.
+/// Accumulation of one interval for one series. The variant is the series' type, so matching
+/// an entry reads nothing outside it.
 #[derive(Debug)]
 enum Acc {
     /// The interval's sum.
     Counter(f64),
     Gauge(Box<GaugeAcc>),
-    Samples(Box<Samples>),
+    Timer(Box<Samples>),
+    Histogram(Box<Samples>),
+    Distribution(Box<Samples>),
     Set(Box<SetAcc>),
+}
+
+impl Acc {
+    fn new(kind: MetricType) -> Acc {
+        match kind {
+            MetricType::Counter => Acc::Counter(0.0),
+            MetricType::Gauge => Acc::Gauge(Box::new(GaugeAcc::EMPTY)),
+            MetricType::Timer => Acc::Timer(Box::default()),
+            MetricType::Histogram => Acc::Histogram(Box::default()),
+            MetricType::Distribution => Acc::Distribution(Box::default()),
+            MetricType::Set => Acc::Set(Box::default()),
+        }
+    }
+
+    #[inline]
+    fn kind(&self) -> MetricType {
+        match self {
+            Acc::Counter(_) => MetricType::Counter,
+            Acc::Gauge(_) => MetricType::Gauge,
+            Acc::Timer(_) => MetricType::Timer,
+            Acc::Histogram(_) => MetricType::Histogram,
+            Acc::Distribution(_) => MetricType::Distribution,
+            Acc::Set(_) => MetricType::Set,
+        }
+    }
+
+    /// Where the boxed state is, if any (for prefetching).
+    #[inline]
+    fn heap_addr(&self) -> Option<*const u8> {
+        match self {
+            Acc::Counter(_) => None,
+            Acc::Gauge(g) => Some((&**g as *const GaugeAcc).cast()),
+            Acc::Timer(s) | Acc::Histogram(s) | Acc::Distribution(s) => {
+                Some((&**s as *const Samples).cast())
+            }
+            Acc::Set(s) => Some((&**s as *const SetAcc).cast()),
+        }
+    }
 }
 
 /// A gauge's updates within one interval on one thread.
@@ -182,14 +215,15 @@ impl GaugeAcc {
 }
 
 /// Samples of a timer, histogram or distribution within one interval.
+///
+/// Laid out so that adding a sample in exact mode touches one cache line: the vector, the
+/// count and the running statistics come first; what only the sketch mode needs comes after.
 #[derive(Clone, Debug, Default)]
+#[repr(C, align(64))]
 pub struct Samples {
-    /// Timer, histogram or distribution (kept here rather than in every entry).
-    kind: Option<MetricType>,
-    /// The real samples, while there are at most `EXACT_SAMPLES`.
+    /// The real samples, while there are at most `EXACT_SAMPLES`; empty in sketch mode. In
+    /// exact mode `values.len() == n`.
     values: Vec<f64>,
-    /// Replaces `values` past `EXACT_SAMPLES`.
-    sketch: Option<Box<Sketch>>,
     /// Number of real samples.
     n: u64,
     /// Sum of weights (1/sample rate): the emitted `.count`.
@@ -197,12 +231,15 @@ pub struct Samples {
     sum: f64,
     min: f64,
     max: f64,
-    /// Welford running mean and sum of squared deviations, for the stddev in sketch mode.
+    /// Replaces `values` past `EXACT_SAMPLES`.
+    sketch: Option<Box<Sketch>>,
+    /// Sketch mode: Welford running mean and sum of squared deviations, for the stddev.
     mean: f64,
     m2: f64,
 }
 
 impl Samples {
+    #[inline]
     fn add(&mut self, v: f64, weight: f64) {
         if self.n == 0 {
             self.min = v;
@@ -211,24 +248,38 @@ impl Samples {
             self.min = self.min.min(v);
             self.max = self.max.max(v);
         }
+        let exact = self.values.len() as u64 == self.n;
         self.n += 1;
         self.weight += weight;
         self.sum += v;
-        let d = v - self.mean;
-        self.mean += d / self.n as f64;
-        self.m2 += d * (v - self.mean);
-        match &mut self.sketch {
-            Some(s) => s.add(v),
-            None => {
-                self.values.push(v);
-                if self.values.len() > EXACT_SAMPLES {
-                    self.switch_to_sketch();
-                }
+        if exact {
+            self.values.push(v);
+            if self.values.len() > EXACT_SAMPLES {
+                self.switch_to_sketch();
+            }
+        } else {
+            let d = v - self.mean;
+            self.mean += d / self.n as f64;
+            self.m2 += d * (v - self.mean);
+            if let Some(s) = &mut self.sketch {
+                s.add(v);
             }
         }
     }
 
+    /// Mean and sum of squared deviations of every sample: from the samples themselves in
+    /// exact mode, else the running values.
+    fn moments(&self) -> (f64, f64) {
+        if self.sketch.is_some() || self.values.is_empty() {
+            return (self.mean, self.m2);
+        }
+        let mean = self.values.iter().sum::<f64>() / self.values.len() as f64;
+        let m2 = self.values.iter().map(|x| (x - mean) * (x - mean)).sum();
+        (mean, m2)
+    }
+
     fn switch_to_sketch(&mut self) {
+        (self.mean, self.m2) = self.moments();
         let mut s = Box::new(Sketch::new());
         for v in self.values.drain(..) {
             s.add(v);
@@ -245,10 +296,12 @@ impl Samples {
             *self = other;
             return;
         }
-        let n = (self.n + other.n) as f64;
-        let d = other.mean - self.mean;
-        self.m2 += other.m2 + d * d * self.n as f64 * other.n as f64 / n;
-        self.mean += d * other.n as f64 / n;
+        let ((mean_a, m2_a), (mean_b, m2_b)) = (self.moments(), other.moments());
+        let (n_a, n_b) = (self.n as f64, other.n as f64);
+        let n = n_a + n_b;
+        let d = mean_b - mean_a;
+        let mean = mean_a + d * n_b / n;
+        let m2 = m2_a + m2_b + d * d * n_a * n_b / n;
         self.n += other.n;
         self.weight += other.weight;
         self.sum += other.sum;
@@ -275,6 +328,7 @@ impl Samples {
             }
             (Some(s), Some(o)) => s.merge(&o),
         }
+        (self.mean, self.m2) = (mean, m2);
     }
 
     /// Emits count, sum, min, max, mean, median, stddev and the percentiles.
@@ -419,8 +473,10 @@ fn member_hash(member: &str) -> u64 {
     foldhash::quality::FixedState::with_seed(MEMBER_SEED).hash_one(member)
 }
 
-/// One series' entry in an [`Aggregator`].
+/// One series' entry in an [`Aggregator`]: 32 bytes, aligned so that it never straddles two
+/// cache lines (a lookup reads one line).
 #[derive(Debug)]
+#[repr(align(32))]
 struct Entry {
     key: SeriesKey,
     acc: Acc,
@@ -428,6 +484,13 @@ struct Entry {
     container: u32,
     /// The interval (flush generation) of the last sample.
     last_seen: u32,
+}
+
+impl Entry {
+    #[inline]
+    fn is(&self, container: u32, kind: MetricType, key: &str) -> bool {
+        self.container == container && self.acc.kind() == kind && self.key.encoded() == key
+    }
 }
 
 /// The container ids an aggregator's entries refer to, interned so that an entry holds a
@@ -506,13 +569,36 @@ impl Containers {
 /// A receive thread's aggregation state. See the module docs.
 pub struct Aggregator {
     config: Arc<AggregatorConfig>,
-    table: HashTable<Entry>,
+    /// The series, in order of arrival.
+    entries: Vec<Entry>,
+    /// Series hash -> position in `entries`.
+    index: Index,
     hasher: foldhash::fast::RandomState,
     containers: Containers,
-    /// Reused buffer for the encoded key of the line being added.
+    /// Reused buffer for the encoded keys of the lines being added.
     scratch: String,
     generation: u32,
     series_dropped: u64,
+}
+
+/// Lines a [`Batcher`] looks up together: enough to overlap their cache misses,
+/// few enough that what the first stage loads is still in cache at the last.
+pub const BATCH: usize = 32;
+
+/// Distance, in lines, between the stages of [`Aggregator::add_many`]'s pipeline.
+const AHEAD: usize = 8;
+
+/// One line of a batch on its way through [`Aggregator::add_many`].
+#[derive(Clone, Copy)]
+struct Lookup {
+    /// The encoded key: `scratch[start..end]`.
+    start: u32,
+    end: u32,
+    hash: u32,
+    /// The interned container; `None` for a container not seen before (so a new series).
+    container: Option<u32>,
+    /// The first entry with the line's hash, if any (to be checked).
+    candidate: Option<u32>,
 }
 
 fn hash_key(
@@ -520,17 +606,17 @@ fn hash_key(
     kind: MetricType,
     container: u32,
     encoded: &str,
-) -> u64 {
+) -> u32 {
     let mut h = hasher.build_hasher();
     kind.hash(&mut h);
     container.hash(&mut h);
     h.write(encoded.as_bytes());
-    h.finish()
+    let h = h.finish();
+    (h ^ (h >> 32)) as u32
 }
 
-/// Writes `name` and the sorted, de-duplicated tags in the [`SeriesKey`] layout.
+/// Appends `name` and the sorted, de-duplicated tags in the [`SeriesKey`] layout to `out`.
 fn encode_key(out: &mut String, name: &str, tags: Tags<'_>) {
-    out.clear();
     out.push_str(name);
     if tags.is_empty() {
         return;
@@ -546,14 +632,57 @@ fn encode_key(out: &mut String, name: &str, tags: Tags<'_>) {
     }
 }
 
+/// Adds the samples of a line (its `values`, at sample rate `rate`) to `acc`.
+#[inline]
+fn apply(acc: &mut Acc, values: Values<'_>, rate: f64, gauge_sign: GaugeSign, now: u64) {
+    match acc {
+        Acc::Counter(sum) => {
+            for v in values {
+                if let Value::Number { value, .. } = v {
+                    *sum += value / rate;
+                }
+            }
+        }
+        Acc::Gauge(g) => {
+            for v in values {
+                if let Value::Number { value, signed } = v {
+                    if signed && gauge_sign == GaugeSign::Delta {
+                        g.delta += value;
+                    } else {
+                        g.set(value, now);
+                    }
+                }
+            }
+        }
+        Acc::Timer(s) | Acc::Histogram(s) | Acc::Distribution(s) => {
+            let weight = 1.0 / rate;
+            for v in values {
+                if let Value::Number { value, .. } = v {
+                    s.add(value, weight);
+                }
+            }
+        }
+        Acc::Set(set) => {
+            for v in values {
+                let h = match v {
+                    Value::Member(m) => member_hash(m),
+                    Value::Number { .. } => continue,
+                };
+                set.add_hash(h);
+            }
+        }
+    }
+}
+
 impl Aggregator {
     pub fn new(config: Arc<AggregatorConfig>) -> Self {
         Aggregator {
             config,
-            table: HashTable::new(),
+            entries: Vec::new(),
+            index: Index::new(),
             hasher: foldhash::fast::RandomState::default(),
             containers: Containers::new(),
-            scratch: String::with_capacity(256),
+            scratch: String::with_capacity(4096),
             generation: 0,
             series_dropped: 0,
         }
@@ -565,11 +694,11 @@ impl Aggregator {
 
     /// Series held by this aggregator.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.entries.is_empty()
     }
 
     /// Samples dropped because of `max_series`, since the start.
@@ -587,47 +716,77 @@ impl Aggregator {
         now: u64,
     ) -> Result<(), AddError> {
         let gauge_sign = self.config.gauge_sign();
-        let kind = line.kind;
-        let rate = line.sample_rate;
-        let entry = self.entry(line.name, line.tags, container, kind)?;
-        match &mut entry.acc {
-            Acc::Counter(sum) => {
-                for v in line.values {
-                    if let Value::Number { value, .. } = v {
-                        *sum += value / rate;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let lookup = self.prepare(&mut scratch, line.name, line.tags, container, line.kind);
+        let found = self.resolve(&lookup, &scratch, line.kind, container);
+        self.scratch = scratch;
+        let at = found?;
+        apply(
+            &mut self.entries[at].acc,
+            line.values,
+            line.sample_rate,
+            gauge_sign,
+            now,
+        );
+        Ok(())
+    }
+
+    /// Adds the lines of `batch` in order, as [`Aggregator::add`] would one by one, through a
+    /// [`Batcher`]; returns how many were dropped by `max_series`.
+    pub fn add_many(&mut self, batch: &[(Line<'_>, Option<&str>)], now: u64) -> u64 {
+        let mut b = Batcher::new(self, now);
+        for (line, container) in batch {
+            b.push(line.clone(), *container);
+        }
+        b.finish()
+    }
+
+    /// Looks up and applies a batch of prepared lines, in order; returns how many were
+    /// dropped by `max_series`.
+    ///
+    /// The lookups run as a pipeline, each stage [`AHEAD`] lines behind the one before: a
+    /// line's index slot (prefetched when it was prepared) is probed and its entry prefetched;
+    /// its key and state are prefetched; for samples, the place of the next sample is
+    /// prefetched; then it is checked and applied. The cache misses of different lines overlap
+    /// instead of following one another.
+    fn run(&mut self, items: &mut [Pending<'_>], keys: &str, now: u64) -> u64 {
+        let gauge_sign = self.config.gauge_sign();
+        let n = items.len();
+        let mut dropped = 0;
+        for i in 0..n + 3 * AHEAD {
+            if let Some(p) = items.get_mut(i) {
+                let l = &mut p.lookup;
+                if l.container.is_some() {
+                    l.candidate = self.index.find(l.hash).next();
+                    if let Some(c) = l.candidate {
+                        prefetch((&self.entries[c as usize] as *const Entry).cast());
                     }
                 }
             }
-            Acc::Gauge(g) => {
-                for v in line.values {
-                    if let Value::Number { value, signed } = v {
-                        if signed && gauge_sign == GaugeSign::Delta {
-                            g.delta += value;
-                        } else {
-                            g.set(value, now);
-                        }
-                    }
+            if let Some(e) = self.candidate(items, i.checked_sub(AHEAD)) {
+                // A key's header and bytes may span two lines.
+                let key = e.key.heap_addr();
+                prefetch(key);
+                prefetch(key.wrapping_add(64));
+                if let Some(p) = e.acc.heap_addr() {
+                    prefetch(p);
                 }
             }
-            Acc::Samples(s) => {
-                let weight = 1.0 / rate;
-                for v in line.values {
-                    if let Value::Number { value, .. } = v {
-                        s.add(value, weight);
-                    }
+            if let Some(e) = self.candidate(items, i.checked_sub(2 * AHEAD)) {
+                if let Acc::Timer(s) | Acc::Histogram(s) | Acc::Distribution(s) = &e.acc {
+                    // Where the next sample goes.
+                    prefetch(s.values.as_ptr_range().end.cast());
                 }
             }
-            Acc::Set(set) => {
-                for v in line.values {
-                    let h = match v {
-                        Value::Member(m) => member_hash(m),
-                        Value::Number { .. } => continue,
-                    };
-                    set.add_hash(h);
+            if let Some(p) = i.checked_sub(3 * AHEAD).and_then(|j| items.get(j)) {
+                match self.resolve(&p.lookup, keys, p.kind, p.container) {
+                    Ok(at) => apply(&mut self.entries[at].acc, p.values, p.rate, gauge_sign, now),
+                    Err(AddError::SeriesLimit) => dropped += 1,
                 }
             }
         }
-        Ok(())
+        dropped
     }
 
     /// A service check becomes an absolute gauge `name` = status with its tags.
@@ -637,78 +796,104 @@ impl Aggregator {
         container: Option<&str>,
         now: u64,
     ) -> Result<(), AddError> {
-        let entry = self.entry(sc.name, sc.tags, container, MetricType::Gauge)?;
-        if let Acc::Gauge(g) = &mut entry.acc {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let lookup = self.prepare(&mut scratch, sc.name, sc.tags, container, MetricType::Gauge);
+        let found = self.resolve(&lookup, &scratch, MetricType::Gauge, container);
+        self.scratch = scratch;
+        let at = found?;
+        if let Acc::Gauge(g) = &mut self.entries[at].acc {
             g.set(sc.status as f64, now);
         }
         Ok(())
     }
 
-    fn entry(
-        &mut self,
+    /// The candidate entry of the lookup at `at`, if there is one.
+    #[inline]
+    fn candidate(&self, items: &[Pending<'_>], at: Option<usize>) -> Option<&Entry> {
+        let c = items.get(at?)?.lookup.candidate?;
+        Some(&self.entries[c as usize])
+    }
+
+    /// Encodes the key of a line after what `keys` holds and hashes it.
+    fn prepare(
+        &self,
+        keys: &mut String,
         name: &str,
         tags: Tags<'_>,
         container: Option<&str>,
         kind: MetricType,
-    ) -> Result<&mut Entry, AddError> {
-        encode_key(&mut self.scratch, name, tags);
-        let Aggregator {
-            table,
-            hasher,
-            containers,
-            scratch,
-            generation,
-            config,
-            series_dropped,
-        } = self;
-        let rehash = |e: &Entry| hash_key(hasher, e.acc.kind(), e.container, e.key.encoded());
-        let mut admit = || {
-            if config.series.fetch_add(1, Ordering::Relaxed) >= config.max_series {
-                config.series.fetch_sub(1, Ordering::Relaxed);
-                *series_dropped += 1;
-                return Err(AddError::SeriesLimit);
-            }
-            Ok(())
-        };
-        let new_entry = |container| Entry {
-            key: SeriesKey::from_encoded(scratch),
-            acc: new_acc(kind),
+    ) -> Lookup {
+        let start = keys.len();
+        encode_key(keys, name, tags);
+        let end = keys.len();
+        let container = self.containers.find(container);
+        Lookup {
+            start: start as u32,
+            end: end as u32,
+            hash: hash_key(
+                &self.hasher,
+                kind,
+                container.unwrap_or(u32::MAX),
+                &keys[start..end],
+            ),
             container,
-            last_seen: *generation,
+            candidate: None,
+        }
+    }
+
+    /// The position of the line's entry, created if new (and admitted by `max_series`).
+    fn resolve(
+        &mut self,
+        l: &Lookup,
+        keys: &str,
+        kind: MetricType,
+        container: Option<&str>,
+    ) -> Result<usize, AddError> {
+        let key = &keys[l.start as usize..l.end as usize];
+        // A container unknown when the line was prepared may have arrived with an earlier line
+        // of the same batch.
+        let known = match l.container {
+            Some(c) => Some((c, l.hash)),
+            None => self
+                .containers
+                .find(container)
+                .map(|c| (c, hash_key(&self.hasher, kind, c, key))),
         };
-        let entry = match containers.find(container) {
-            Some(index) => {
-                let hash = hash_key(hasher, kind, index, scratch);
-                let found = table.entry(
-                    hash,
-                    |e| {
-                        e.container == index
-                            && e.acc.kind() == kind
-                            && e.key.encoded() == scratch.as_str()
-                    },
-                    rehash,
-                );
-                match found {
-                    TableEntry::Occupied(o) => o.into_mut(),
-                    TableEntry::Vacant(v) => {
-                        admit()?;
-                        let index = containers.acquire(container);
-                        v.insert(new_entry(index)).into_mut()
-                    }
-                }
+        if let Some((c, hash)) = known {
+            let entries = &self.entries;
+            let found = match l.candidate {
+                Some(at) if entries[at as usize].is(c, kind, key) => Some(at),
+                _ => self
+                    .index
+                    .find(hash)
+                    .find(|&at| entries[at as usize].is(c, kind, key)),
+            };
+            if let Some(at) = found {
+                self.entries[at as usize].last_seen = self.generation;
+                return Ok(at as usize);
             }
-            // A container never seen before cannot have an entry yet.
-            None => {
-                admit()?;
-                let index = containers.acquire(container);
-                let hash = hash_key(hasher, kind, index, scratch);
-                table
-                    .insert_unique(hash, new_entry(index), rehash)
-                    .into_mut()
-            }
+        }
+        let config = &self.config;
+        if config.series.fetch_add(1, Ordering::Relaxed) >= config.max_series {
+            config.series.fetch_sub(1, Ordering::Relaxed);
+            self.series_dropped += 1;
+            return Err(AddError::SeriesLimit);
+        }
+        let c = self.containers.acquire(container);
+        let hash = match known {
+            Some((_, hash)) => hash,
+            None => hash_key(&self.hasher, kind, c, key),
         };
-        entry.last_seen = *generation;
-        Ok(entry)
+        let at = self.entries.len();
+        self.entries.push(Entry {
+            key: SeriesKey::from_encoded(key),
+            acc: Acc::new(kind),
+            container: c,
+            last_seen: self.generation,
+        });
+        self.index.insert(hash, at as u32);
+        Ok(at)
     }
 
     /// Hands over the accumulations of the interval that ends now and starts the next one.
@@ -719,14 +904,13 @@ impl Aggregator {
         let mut out = Vec::new();
         let mut expired = 0usize;
         let containers = &mut self.containers;
-        self.table.retain(|e| {
+        self.entries.retain_mut(|e| {
             if e.last_seen == current {
-                let kind = e.acc.kind();
                 if let Some(acc) = take_acc(&mut e.acc) {
                     out.push(Partial {
                         container: containers.get(e.container),
                         key: e.key.clone(),
-                        kind,
+                        kind: e.acc.kind(),
                         acc,
                     });
                 }
@@ -741,9 +925,105 @@ impl Aggregator {
         });
         if expired > 0 {
             self.config.series.fetch_sub(expired, Ordering::Relaxed);
+            // Positions moved: index what remains afresh, and give back what the expired held.
+            let keep = self.entries.len();
+            if self.entries.capacity() > 4 * keep.max(64) {
+                self.entries.shrink_to(2 * keep);
+            }
+            let hasher = &self.hasher;
+            self.index
+                .rebuild(self.entries.iter().enumerate().map(|(at, e)| {
+                    (
+                        hash_key(hasher, e.acc.kind(), e.container, e.key.encoded()),
+                        at as u32,
+                    )
+                }));
         }
         self.generation = self.generation.wrapping_add(1);
         out
+    }
+}
+
+/// A metric line prepared for [`Aggregator::run`]: its key encoded and hashed, and what
+/// applying it needs.
+struct Pending<'a> {
+    lookup: Lookup,
+    kind: MetricType,
+    values: Values<'a>,
+    rate: f64,
+    container: Option<&'a str>,
+}
+
+/// Metric lines on their way to an [`Aggregator`], a batch at a time: each pushed line's key is
+/// encoded and hashed at once (and its index slot prefetched), and every [`BATCH`] lines the
+/// batch is looked up together. Lines are added in push order; [`Batcher::finish`] (or
+/// dropping the batcher) adds the rest.
+pub struct Batcher<'a, 'g> {
+    agg: &'g mut Aggregator,
+    items: SmallVec<[Pending<'a>; BATCH]>,
+    /// The encoded keys of `items`.
+    keys: String,
+    now: u64,
+    dropped: u64,
+}
+
+impl<'a, 'g> Batcher<'a, 'g> {
+    /// `now` orders gauge updates, as for [`Aggregator::add`].
+    pub fn new(agg: &'g mut Aggregator, now: u64) -> Self {
+        Batcher {
+            agg,
+            items: SmallVec::new(),
+            keys: String::with_capacity(BATCH * 64),
+            now,
+            dropped: 0,
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, line: Line<'a>, container: Option<&'a str>) {
+        let agg = &mut *self.agg;
+        let lookup = agg.prepare(&mut self.keys, line.name, line.tags, container, line.kind);
+        agg.index.prefetch(lookup.hash);
+        self.items.push(Pending {
+            lookup,
+            kind: line.kind,
+            values: line.values,
+            rate: line.sample_rate,
+            container,
+        });
+        if self.items.len() == BATCH {
+            self.flush();
+        }
+    }
+
+    /// Adds a service check after the lines pushed before it.
+    pub fn add_service_check(
+        &mut self,
+        sc: &ServiceCheck<'_>,
+        container: Option<&str>,
+    ) -> Result<(), AddError> {
+        self.flush();
+        self.agg.add_service_check(sc, container, self.now)
+    }
+
+    fn flush(&mut self) {
+        if !self.items.is_empty() {
+            self.dropped += self.agg.run(&mut self.items, &self.keys, self.now);
+            self.items.clear();
+            self.keys.clear();
+        }
+    }
+
+    /// Adds what is pending; returns how many lines `max_series` dropped.
+    pub fn finish(mut self) -> u64 {
+        self.flush();
+        self.dropped
+    }
+}
+
+impl Drop for Batcher<'_, '_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -751,21 +1031,7 @@ impl Drop for Aggregator {
     fn drop(&mut self) {
         self.config
             .series
-            .fetch_sub(self.table.len(), Ordering::Relaxed);
-    }
-}
-
-fn new_acc(kind: MetricType) -> Acc {
-    match kind {
-        MetricType::Counter => Acc::Counter(0.0),
-        MetricType::Gauge => Acc::Gauge(Box::new(GaugeAcc::EMPTY)),
-        MetricType::Timer | MetricType::Histogram | MetricType::Distribution => {
-            Acc::Samples(Box::new(Samples {
-                kind: Some(kind),
-                ..Samples::default()
-            }))
-        }
-        MetricType::Set => Acc::Set(Box::default()),
+            .fetch_sub(self.entries.len(), Ordering::Relaxed);
     }
 }
 
@@ -775,13 +1041,12 @@ fn take_acc(acc: &mut Acc) -> Option<PartialAcc> {
     Some(match acc {
         Acc::Counter(sum) => PartialAcc::Counter(std::mem::take(sum)),
         Acc::Gauge(g) => PartialAcc::Gauge(std::mem::replace(g.as_mut(), GaugeAcc::EMPTY)),
-        Acc::Samples(s) => {
+        Acc::Timer(s) | Acc::Histogram(s) | Acc::Distribution(s) => {
             if s.n == 0 {
                 return None;
             }
             let cap = s.values.len().min(1024);
             let taken = std::mem::take(s.as_mut());
-            s.kind = taken.kind;
             s.values.reserve(cap);
             PartialAcc::Samples(Box::new(taken))
         }
@@ -1023,7 +1288,7 @@ mod layout {
     fn an_entry_stays_small() {
         // Memory per series at 100k+ series is dominated by this and the key.
         assert!(
-            std::mem::size_of::<super::Entry>() <= 40,
+            std::mem::size_of::<super::Entry>() <= 32,
             "{}",
             std::mem::size_of::<super::Entry>()
         );

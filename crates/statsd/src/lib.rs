@@ -11,7 +11,7 @@ mod parse;
 mod sketch;
 
 pub use aggregate::{
-    AddError, Aggregator, AggregatorConfig, FlushOutput, FlushState, GaugeSign, Partial,
+    AddError, Aggregator, AggregatorConfig, Batcher, FlushOutput, FlushState, GaugeSign, Partial,
 };
 pub use line::{Event, Line, MetricType, Parsed, Reject, ServiceCheck, Tags, Value, Values};
 pub use parse::{lines, parse};

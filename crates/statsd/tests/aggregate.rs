@@ -449,3 +449,128 @@ fn containers_come_and_go() {
     h.send(&["c:2|c|c:b", "c:3|c|c:z", "c:4|c"]);
     assert_flush(&h.flush(), &[("c", 4.0), ("c{@b}", 2.0), ("c{@z}", 3.0)]);
 }
+
+/// A line from a small space of series: new and known series, containers (some first seen in
+/// the middle of a batch), types, tags in any order, and the series limit.
+fn arb_line() -> impl Strategy<Value = String> {
+    (0u8..6, 0u8..5, 0u8..4, prop::bool::ANY, -50i32..50, 0u8..4).prop_map(
+        |(name, kind, container, tagged, v, rate)| {
+            let kind = ["c", "g", "ms", "h", "s"][kind as usize];
+            let value = match kind {
+                "g" if v < 0 => format!("{v}"),
+                "g" if v % 3 == 0 => format!("+{v}"),
+                _ => format!("{}", v.abs()),
+            };
+            let mut line = format!("m{name}:{value}|{kind}");
+            if rate == 1 {
+                line.push_str("|@0.5");
+            }
+            if tagged {
+                line.push_str(if v % 2 == 0 {
+                    "|#b:2,a:1"
+                } else {
+                    "|#a:1,b:2,a:1"
+                });
+            }
+            if container > 0 {
+                line.push_str(&format!("|c:ctr{container}"));
+            }
+            line
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Batched lookups aggregate exactly as one line at a time, over several intervals (with
+    /// expiry, which re-indexes the series) and up to the series limit.
+    #[test]
+    fn add_many_equals_add(
+        intervals in prop::collection::vec(
+            (prop::collection::vec(arb_line(), 0..90), prop::collection::vec(1usize..=corral_statsd::aggregate::BATCH, 8)),
+            1..5,
+        ),
+        max_series in 3usize..40,
+    ) {
+        let config = || Arc::new(AggregatorConfig::new(vec![50.0, 90.0], GaugeSign::Delta, 2, max_series));
+        let (one_config, many_config) = (config(), config());
+        let mut one = Aggregator::new(one_config.clone());
+        let mut many = Aggregator::new(many_config.clone());
+        let mut one_flush = FlushState::new(one_config.clone());
+        let mut many_flush = FlushState::new(many_config.clone());
+        for (lines, sizes) in &intervals {
+            let parsed: Vec<_> = lines
+                .iter()
+                .map(|l| match parse(l.as_bytes()) {
+                    Ok(Parsed::Metric(m)) => m,
+                    other => panic!("{l}: {other:?}"),
+                })
+                .collect();
+            let mut dropped_one = 0;
+            for m in &parsed {
+                dropped_one += one.add(m, m.container_id, 7).is_err() as u64;
+            }
+            let mut dropped_many = 0;
+            let mut rest = &parsed[..];
+            let mut sizes = sizes.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*sizes.next().unwrap()).min(rest.len());
+                let batch: Vec<_> = rest[..n].iter().map(|m| (m.clone(), m.container_id)).collect();
+                dropped_many += many.add_many(&batch, 7);
+                rest = &rest[n..];
+            }
+            prop_assert_eq!(dropped_one, dropped_many);
+            prop_assert_eq!(one.len(), many.len());
+            let render = |out: corral_statsd::FlushOutput| {
+                let mut v: Vec<String> = out
+                    .groups
+                    .into_iter()
+                    .flat_map(|(c, points)| {
+                        points.into_iter().map(move |p| {
+                            format!("{c:?} {} {:?} {:?} {} {}", p.key.encoded(), p.stat, p.kind, p.value, p.total)
+                        })
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
+            let a = render(one_flush.flush(vec![one.take_interval()]));
+            let b = render(many_flush.flush(vec![many.take_interval()]));
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(
+                one_config.series.load(std::sync::atomic::Ordering::Relaxed),
+                many_config.series.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+#[test]
+fn stddev_is_exact_when_sketch_and_exact_threads_merge() {
+    // Thread 0 passes the exact limit, thread 1 stays under it, thread 2 passes it too.
+    let mut h = Harness::new(3, AggregatorConfig::default());
+    let spans = [
+        (0usize, 1..=15_000),
+        (1, 15_001..=18_000),
+        (2, 18_001..=30_000),
+    ];
+    for (thread, span) in spans {
+        let lines: Vec<String> = span.map(|i| format!("t:{}|ms", i % 977)).collect();
+        h.send_on(
+            thread,
+            &lines.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    let all: Vec<f64> = (1..=30_000).map(|i| (i % 977) as f64).collect();
+    let mean = all.iter().sum::<f64>() / all.len() as f64;
+    let sd = (all.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / all.len() as f64).sqrt();
+    let f = h.flush();
+    assert_eq!(f["t.count"], 30_000.0);
+    assert!(approx(f["t.mean"], mean), "{} vs {mean}", f["t.mean"]);
+    assert!(
+        (f["t.stddev"] - sd).abs() / sd < 1e-9,
+        "{} vs {sd}",
+        f["t.stddev"]
+    );
+}

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::statsd::{flush_pending, process_datagram, Receiver, ReceiverStats, Tally};
+use super::statsd::{process_datagram, Receiver, ReceiverStats, Tally};
 use super::udp::{enable_rxq_ovfl, set_receive_buffer, RecvBatch};
 use crate::reload::LiveDuration;
 
@@ -621,7 +621,7 @@ impl Reading {
             let now = self.epoch.elapsed().as_nanos() as u64;
             {
                 let mut agg = aggregator.lock();
-                let mut pending = Batcher::new();
+                let mut pending = Batcher::new(&mut agg, now);
                 for d in self.batch.datagrams() {
                     self.datagrams += 1;
                     self.truncated += u64::from(d.truncated);
@@ -629,13 +629,11 @@ impl Reading {
                         d.data,
                         Some(&slot.container),
                         None,
-                        &mut agg,
-                        &mut self.tally,
-                        now,
                         &mut pending,
+                        &mut self.tally,
                     );
                 }
-                flush_pending(&mut pending, &mut agg, &mut self.tally, now);
+                self.tally.series_dropped += pending.finish();
             }
             if let Some(drops) = self.batch.kernel_drops() {
                 let before = slot.drops.swap(drops, Ordering::Relaxed);

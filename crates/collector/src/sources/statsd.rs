@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use corral_statsd::{lines, parse, Aggregator, AggregatorConfig, Parsed, Partial, Reject};
+use corral_statsd::{lines, parse, Aggregator, AggregatorConfig, Batcher, Parsed, Partial, Reject};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -49,7 +49,7 @@ pub(crate) struct Tally {
     bad_sample_rate: u64,
     events: u64,
     service_checks: u64,
-    series_dropped: u64,
+    pub(crate) series_dropped: u64,
 }
 
 impl Tally {
@@ -304,6 +304,7 @@ fn receive_loop(
         let ips = attribution.ips();
         {
             let mut agg = aggregator.lock();
+            let mut pending = Batcher::new(&mut agg, now);
             for d in batch.datagrams() {
                 tally.datagrams += 1;
                 tally.truncated += d.truncated as u64;
@@ -311,8 +312,9 @@ fn receive_loop(
                     (false, Some(ip)) => ips.get(&ip).map(|c| &**c),
                     _ => None,
                 };
-                process_datagram(d.data, None, by_ip, &mut agg, &mut tally, now);
+                process_datagram(d.data, None, by_ip, &mut pending, &mut tally);
             }
+            tally.series_dropped += pending.finish();
         }
         if let Some(drops) = batch.kernel_drops() {
             stats.kernel_drops.store(drops as u64, Ordering::Relaxed);
@@ -322,15 +324,16 @@ fn receive_loop(
     tally.publish(stats);
 }
 
-/// Parses and aggregates every line of one datagram. A sample's container is, in order:
-/// the port's own container, the line's `|c:` field, the container of the sender's IP.
-pub(crate) fn process_datagram(
-    data: &[u8],
-    port_container: Option<&str>,
-    ip_container: Option<&str>,
-    agg: &mut Aggregator,
+/// Parses every line of one datagram and hands them to `pending`, which aggregates them a
+/// batch at a time (the caller finishes it, and adds the lines it dropped to the tally). A
+/// sample's container is, in order: the port's own container, the line's `|c:` field, the
+/// container of the sender's IP.
+pub(crate) fn process_datagram<'a>(
+    data: &'a [u8],
+    port_container: Option<&'a str>,
+    ip_container: Option<&'a str>,
+    pending: &mut Batcher<'a, '_>,
     tally: &mut Tally,
-    now: u64,
 ) {
     for line in lines(data) {
         tally.lines += 1;
@@ -338,14 +341,12 @@ pub(crate) fn process_datagram(
             Ok(Parsed::Metric(m)) => {
                 tally.bad_sample_rate += m.bad_sample_rate as u64;
                 let container = port_container.or(m.container_id).or(ip_container);
-                if agg.add(&m, container, now).is_err() {
-                    tally.series_dropped += 1;
-                }
+                pending.push(m, container);
             }
             Ok(Parsed::ServiceCheck(sc)) => {
                 tally.service_checks += 1;
                 let container = port_container.or(sc.container_id).or(ip_container);
-                if agg.add_service_check(&sc, container, now).is_err() {
+                if pending.add_service_check(&sc, container).is_err() {
                     tally.series_dropped += 1;
                 }
             }
