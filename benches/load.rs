@@ -8,8 +8,10 @@
 //!
 //! `cargo bench --bench load` runs the default schedule; environment knobs:
 //! `LOAD_RATES` (lines/s, comma-separated, default 100000,200000,400000,800000,1600000,3200000),
-//! `LOAD_SECONDS` (per rate, default 5), `LOAD_SERIES` (distinct series, default 10000),
-//! `LOAD_MEMORY_SERIES` (series for the memory phase, default 100000; 0 skips it).
+//! `LOAD_SECONDS` (per rate, default 10), `LOAD_FLUSH` (the daemon's flush interval, default
+//! 10s as in a default configuration; the CPU figure includes the flushes within the run),
+//! `LOAD_SERIES` (distinct series, default 10000), `LOAD_MEMORY_SERIES` (series for the memory
+//! phase, default 100000; 0 skips it).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -37,7 +39,8 @@ fn main() {
         "LOAD_RATES",
         &[100_000, 200_000, 400_000, 800_000, 1_600_000, 3_200_000],
     );
-    let seconds = env_u64("LOAD_SECONDS", 5);
+    let seconds = env_u64("LOAD_SECONDS", 10);
+    let flush = std::env::var("LOAD_FLUSH").unwrap_or_else(|_| "10s".into());
     let series = env_u64("LOAD_SERIES", 10_000) as usize;
     let memory_series = env_u64("LOAD_MEMORY_SERIES", 100_000) as usize;
     let cores = std::thread::available_parallelism()
@@ -45,7 +48,7 @@ fn main() {
         .unwrap_or(1);
     println!(
         "load: {cores} cores; sender on core 0, receiver on core {}; {seconds}s per rate; {series} series; \
-         {LINES_PER_DATAGRAM} lines per datagram",
+         {LINES_PER_DATAGRAM} lines per datagram; flush every {flush}",
         1.min(cores - 1)
     );
     let datagrams = make_datagrams(series, 4096);
@@ -58,7 +61,7 @@ fn main() {
     );
     for &rate in &rates {
         let floor = run_floor(rate, seconds, &datagrams);
-        let daemon = run_daemon(rate, seconds, &datagrams);
+        let daemon = run_daemon(rate, seconds, &flush, &datagrams);
         let loss = 100.0 * (daemon.sent as f64 - daemon.counted as f64) / daemon.sent as f64;
         println!(
             "{:>10} {:>12} {:>12} {:>8.3} {:>10} {:>11.3} {:>11.3} {:>7.2} {:>9.1}",
@@ -93,6 +96,14 @@ struct RunResult {
     kernel_drops: u64,
     cpu: f64,
     rss_kib: u64,
+}
+
+/// `"10s"`, `"500ms"`.
+fn parse_interval(s: &str) -> Duration {
+    match s.strip_suffix("ms") {
+        Some(ms) => Duration::from_millis(ms.parse().expect("LOAD_FLUSH")),
+        None => Duration::from_secs(s.trim_end_matches('s').parse().expect("LOAD_FLUSH")),
+    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -269,8 +280,8 @@ fn blast(target: SocketAddr, rate: u64, seconds: u64, datagrams: &[Vec<u8>]) -> 
     sender
 }
 
-fn run_daemon(rate: u64, seconds: u64, datagrams: &[Vec<u8>]) -> RunResult {
-    let mut daemon = Daemon::start("1s");
+fn run_daemon(rate: u64, seconds: u64, flush: &str, datagrams: &[Vec<u8>]) -> RunResult {
+    let mut daemon = Daemon::start(flush);
     let cpu0 = cpu_seconds(daemon.pid());
     let t0 = Instant::now();
     let sent = blast(daemon.statsd, rate, seconds, datagrams);
@@ -292,6 +303,7 @@ fn run_daemon(rate: u64, seconds: u64, datagrams: &[Vec<u8>]) -> RunResult {
 
 struct Daemon {
     child: Child,
+    flush: Duration,
     statsd: SocketAddr,
     api: SocketAddr,
     _dir: tempfile::TempDir,
@@ -341,6 +353,7 @@ impl Daemon {
         std::thread::spawn(move || for _ in lines {});
         Daemon {
             child,
+            flush: parse_interval(flush),
             statsd: statsd.unwrap(),
             api: api.unwrap(),
             _dir: dir,
@@ -379,7 +392,8 @@ impl Daemon {
 
     /// Polls until the daemon's count of received lines stops moving (or reaches `sent`).
     fn wait_counted(&self, sent: u64) -> (u64, u64) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Counts show at the next flush.
+        let deadline = Instant::now() + self.flush + Duration::from_secs(15);
         let mut last = (u64::MAX, 0);
         let mut stable = 0;
         loop {
@@ -392,7 +406,8 @@ impl Daemon {
             }
             if (counted, drops) == last {
                 stable += 1;
-                if stable >= 2 {
+                // Unchanged over a whole flush interval: the last samples were flushed.
+                if Duration::from_millis(1100) * stable > self.flush {
                     return (counted, drops);
                 }
             } else {

@@ -233,6 +233,9 @@ fn run(config: Config, reloader: Reloader) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("corral-worker")
+        // Flushing, the API and the pollers give way to the receive threads (see
+        // `corral_collector::priority`).
+        .on_thread_start(corral_collector::priority::background)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

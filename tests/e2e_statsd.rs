@@ -171,3 +171,32 @@ fn sigint_stops_cleanly() {
     let status = c.stop();
     assert!(status.success(), "exit status {status}");
 }
+
+/// Receive threads keep the default priority; flushing, the API and the sinks run below them.
+#[test]
+fn receive_threads_outrank_the_rest() {
+    let c = Corral::start_with(&[], &[("CORRAL_STATSD_RECEIVE_THREADS", "2")]);
+    let pid = c.child.id();
+    let threads: Vec<(String, i64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+            // `pid (comm) state ...`: the fields after the command, nice is the 19th overall.
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let nice = rest.split(' ').nth(16)?.parse().ok()?;
+            Some((comm.to_string(), nice))
+        })
+        .collect();
+    let nice_of = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(c, _)| c.starts_with(prefix))
+            .map(|(_, n)| *n)
+            .collect()
+    };
+    let rx = nice_of("statsd-rx");
+    assert_eq!(rx, vec![0, 0], "{threads:?}");
+    let workers = nice_of("corral-worker");
+    assert!(!workers.is_empty(), "{threads:?}");
+    assert!(workers.iter().all(|&n| n == 10), "{threads:?}");
+}

@@ -7,6 +7,7 @@ mod daemon;
 pub mod identity;
 pub mod outputs;
 pub mod pipeline;
+pub mod priority;
 pub mod probe;
 pub mod reload;
 pub mod sinks;

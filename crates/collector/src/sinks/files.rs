@@ -165,7 +165,10 @@ impl AvroFileSink {
         worker.enforce_bounds();
         let handle = std::thread::Builder::new()
             .name("corral-avro-files".into())
-            .spawn(move || worker.run(rx))
+            .spawn(move || {
+                crate::priority::background();
+                worker.run(rx)
+            })
             .context("cannot start the Avro file sink thread")?;
         Ok(Arc::new(AvroFileSink {
             tx: Mutex::new(tx),

@@ -171,7 +171,10 @@ impl KafkaSink {
         let worker = Worker::new(opts, rx, tx.clone(), spool, metrics, shared.clone())?;
         let handle = std::thread::Builder::new()
             .name("corral-kafka".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                crate::priority::background();
+                worker.run()
+            })
             .context("cannot start the Kafka sink thread")?;
         Ok(Arc::new(KafkaSink {
             tx: Mutex::new(tx),
