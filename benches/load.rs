@@ -328,6 +328,8 @@ impl Daemon {
         .env("CORRAL_STATSD_RECEIVE_THREADS", "1")
         .env("CORRAL_STATSD_RECEIVE_BUFFER", RECEIVE_BUFFER.to_string())
         .env("CORRAL_LOG_FORMAT", "json")
+        // Allocator tuning under test (e.g. MALLOC_ARENA_MAX) reaches the daemon.
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start corral");

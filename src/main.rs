@@ -28,6 +28,7 @@ pub const VERSION: &str = concat!(
 );
 
 fn main() -> ExitCode {
+    keep_large_buffers_unheld();
     let cli = Cli::parse();
     if let Some(Command::AvroDump { file }) = &cli.command {
         return avro_dump(file);
@@ -79,6 +80,19 @@ fn avro_dump(file: &std::path::Path) -> ExitCode {
             eprintln!("corral: avro-dump {}: {e}", file.display());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes large buffers (a flush's datapoints, a rendered API response) go back to the system
+/// when freed. glibc otherwise raises its mmap threshold to the largest block freed so far (up
+/// to 32 MiB), after which such buffers come from the heap and stay resident once freed: at
+/// 100k series that kept tens of MiB resident between flushes.
+fn keep_large_buffers_unheld() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called first thing in main, before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

@@ -117,7 +117,11 @@ impl Pipeline {
         self.totals.flushes += 1;
         self.totals.last_duration = duration.as_secs_f64();
         self.totals.last_datapoints = datapoints as u64;
-        self.self_metrics(&mut node_points);
+        // Added without growing the node's vector by doubling (at 100k+ series it is megabytes).
+        let mut own = Vec::new();
+        self.self_metrics(&mut own);
+        node_points.reserve_exact(own.len());
+        node_points.append(&mut own);
         let mut node = MetricBatch {
             source: Source::App,
             container_id: None,
