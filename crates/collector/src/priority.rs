@@ -30,7 +30,8 @@ pub fn background() {
 }
 
 /// The calling thread's nice value.
-pub fn current() -> i32 {
+#[cfg(test)]
+fn current() -> i32 {
     // SAFETY: as above, reads the calling thread's attribute.
     unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
 }

@@ -716,12 +716,7 @@ impl Aggregator {
         now: u64,
     ) -> Result<(), AddError> {
         let gauge_sign = self.config.gauge_sign();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let lookup = self.prepare(&mut scratch, line.name, line.tags, container, line.kind);
-        let found = self.resolve(&lookup, &scratch, line.kind, container);
-        self.scratch = scratch;
-        let at = found?;
+        let at = self.position(line.name, line.tags, container, line.kind)?;
         apply(
             &mut self.entries[at].acc,
             line.values,
@@ -796,16 +791,27 @@ impl Aggregator {
         container: Option<&str>,
         now: u64,
     ) -> Result<(), AddError> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let lookup = self.prepare(&mut scratch, sc.name, sc.tags, container, MetricType::Gauge);
-        let found = self.resolve(&lookup, &scratch, MetricType::Gauge, container);
-        self.scratch = scratch;
-        let at = found?;
+        let at = self.position(sc.name, sc.tags, container, MetricType::Gauge)?;
         if let Acc::Gauge(g) = &mut self.entries[at].acc {
             g.set(sc.status as f64, now);
         }
         Ok(())
+    }
+
+    /// The position of one series' entry, created if new: the lookup of a single line.
+    fn position(
+        &mut self,
+        name: &str,
+        tags: Tags<'_>,
+        container: Option<&str>,
+        kind: MetricType,
+    ) -> Result<usize, AddError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let lookup = self.prepare(&mut scratch, name, tags, container, kind);
+        let found = self.resolve(&lookup, &scratch, kind, container);
+        self.scratch = scratch;
+        found
     }
 
     /// The candidate entry of the lookup at `at`, if there is one.
