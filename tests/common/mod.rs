@@ -30,66 +30,18 @@ impl Corral {
         Self::start_with(extra, &[])
     }
 
+    /// As [`Corral::start_plain`], flushing every 200 ms and logging at `info` unless `extra`
+    /// and `env` say otherwise.
     pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Corral {
-        let data_dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(corral_bin());
-        cmd.args([
-            "--statsd-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--flush-interval",
-            "200ms",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir.path())
-        .args(extra)
-        .env_clear()
-        .env("CORRAL_AGENT_URL", "")
-        .env("CORRAL_LOG_FORMAT", "json")
-        .env("CORRAL_LOG_LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start corral");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let v = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut c = Corral {
-            child,
-            statsd: "0.0.0.0:0".parse().unwrap(),
-            api: "0.0.0.0:0".parse().unwrap(),
-            data_dir,
-            logs: rx,
-            seen_logs: Vec::new(),
-        };
-        let statsd = c.wait_log("statsd listening", Duration::from_secs(20));
-        let endpoint = statsd["fields"]["endpoint"]
-            .as_str()
-            .expect("endpoint field")
-            .to_string();
-        c.statsd = endpoint
-            .trim_start_matches("udp://")
-            .parse()
-            .expect("statsd addr");
-        let api = c.wait_log("api listening", Duration::from_secs(20));
-        c.api = api["fields"]["addr"]
-            .as_str()
-            .expect("addr field")
-            .parse()
-            .expect("api addr");
-        c
+        let args: Vec<&str> = ["--flush-interval", "200ms"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let env: Vec<(&str, &str)> = [("CORRAL_LOG_LEVEL", "info")]
+            .into_iter()
+            .chain(env.iter().copied())
+            .collect();
+        Self::start_plain(&args, &env)
     }
 
     /// Waits for a log line whose message is `message`.
