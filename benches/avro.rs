@@ -20,12 +20,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 /// A flush of `series` app series: timer statistics and counters, a quarter of them tagged.
 fn batch(series: usize) -> MetricBatch {
-    let stats = [
-        Stat::Value,
-        Stat::Count,
-        Stat::Mean,
-        Stat::Percentile(99_000),
-    ];
+    let stats = [Stat::Value, Stat::Count, Stat::Mean, Stat::percentile(99.0)];
     let mut points = Vec::with_capacity(series);
     for i in 0..series {
         let tags: &[(&str, &str)] = match i % 8 {

@@ -21,7 +21,7 @@ async fn render_100k_datapoints() {
         Stat::Max,
         Stat::Mean,
         Stat::Min,
-        Stat::Percentile(99_000),
+        Stat::percentile(99.0),
         Stat::Value,
     ];
     let points: Vec<Datapoint> = (0..100_000)

@@ -102,7 +102,7 @@ fn filled_store() -> Arc<Store> {
             dp("foo.bar", &[], Stat::Value, Unit::None, 3.0),
             dp("foobar", &[], Stat::Value, Unit::None, 4.0),
             dp("fo", &[], Stat::Value, Unit::None, 5.0),
-            dp("lat", &[], Stat::Percentile(99_900), Unit::None, 12.5),
+            dp("lat", &[], Stat::percentile(99.9), Unit::None, 12.5),
             dp("lat", &[], Stat::Count, Unit::None, 10.0),
         ],
     ));
@@ -424,14 +424,14 @@ async fn metric_with_stat_suffix_and_tags() {
             dp(
                 "lat",
                 &[("x", "2")],
-                Stat::Percentile(99_900),
+                Stat::percentile(99.9),
                 Unit::None,
                 2.0,
             ),
             dp(
                 "lat",
                 &[("x", "1")],
-                Stat::Percentile(99_900),
+                Stat::percentile(99.9),
                 Unit::None,
                 1.0,
             ),

@@ -62,12 +62,7 @@ fn app_batch(container: Option<&str>) -> MetricBatch {
         points: vec![
             point("requests", &[], Stat::Value, 42.0),
             point("latency", &[("route", "/a")], Stat::Count, 3.0),
-            point(
-                "latency",
-                &[("route", "/a")],
-                Stat::Percentile(99_900),
-                12.5,
-            ),
+            point("latency", &[("route", "/a")], Stat::percentile(99.9), 12.5),
             point("latency", &[("route", "/b")], Stat::Mean, -0.25),
             point("queue", &[], Stat::Value, 1e300),
         ],

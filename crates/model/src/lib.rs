@@ -14,7 +14,7 @@ pub mod ports;
 pub mod store;
 mod time;
 
-pub use batch::{Datapoint, Dimensions, Kind, MetricBatch, Source, Stat, Suffix, Unit};
+pub use batch::{Datapoint, Dimensions, Kind, MetricBatch, Milli, Source, Stat, Suffix, Unit};
 pub use identity::{Identity, NodeIds};
 pub use key::{SeriesKey, TagIter};
 pub use ports::{ContainerPorts, PortAssignment, PortError};
