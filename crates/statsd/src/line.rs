@@ -239,13 +239,43 @@ impl<'a> Iterator for ValuesIter<'a> {
 /// `""`, and each tag split at its first `:` only.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct Tags<'a> {
-    /// The fields section after the type (e.g. `@0.5|#a:b,c|#d`), or `""`.
+    /// The fields section after the type (e.g. `@0.5|#a:b,c|#d`), or `""`; or, when `ends` is
+    /// not 0, the text of the line's one short `#` section (`a:b,c`).
     pub(crate) fields: &'a str,
     /// Number of non-empty tags (counted by the parser).
     pub(crate) count: usize,
+    /// For one `#` section of under 64 bytes, as the parser found it: bit `i` set when byte
+    /// `i` of `fields` ends an entry (a `,`, and the end of the section); else 0.
+    pub(crate) ends: u64,
+    /// With `ends`: bit `i` set when byte `i` of `fields` is `:`.
+    pub(crate) colons: u64,
 }
 
 impl<'a> Tags<'a> {
+    /// The tags of the `#` fields within `fields`.
+    #[inline(always)]
+    pub(crate) fn in_fields(fields: &'a str, count: usize) -> Tags<'a> {
+        Tags {
+            fields,
+            count,
+            ends: 0,
+            colons: 0,
+        }
+    }
+
+    /// The tags of one `#` section `section` (without its `#`) of under 64 bytes, with the
+    /// `,` and `:` masks of its bytes.
+    #[inline(always)]
+    pub(crate) fn in_section(section: &'a str, count: usize, commas: u64, colons: u64) -> Tags<'a> {
+        debug_assert!(section.len() < 64);
+        Tags {
+            fields: section,
+            count,
+            ends: commas | 1 << section.len(),
+            colons,
+        }
+    }
+
     #[inline]
     pub fn len(&self) -> usize {
         self.count
@@ -259,16 +289,32 @@ impl<'a> Tags<'a> {
     #[inline]
     pub fn iter(&self) -> TagsIter<'a> {
         // Without tags there is nothing to walk: skip classifying the other fields.
-        let fields = if self.count == 0 { "" } else { self.fields };
+        if self.count == 0 {
+            return TagsIter(Walk::Section(SectionIter {
+                text: "",
+                ends: 0,
+                colons: 0,
+                pos: 0,
+            }));
+        }
+        if self.ends != 0 {
+            return TagsIter(Walk::Section(SectionIter {
+                text: self.fields,
+                ends: self.ends,
+                colons: self.colons,
+                pos: 0,
+            }));
+        }
+        let fields = self.fields;
         let bytes = fields.as_bytes();
         let masks = (!bytes.is_empty() && bytes.len() <= Masks::MAX_LEN).then(|| Masks::new(bytes));
-        TagsIter {
+        TagsIter(Walk::Fields(FieldsIter {
             fields,
             masks,
             next_field: 0,
             pos: 0,
             section_end: 0,
-        }
+        }))
     }
 }
 
@@ -281,9 +327,64 @@ impl<'a> IntoIterator for Tags<'a> {
     }
 }
 
-/// Iterator over `(key, value)` tags. Walks indexes into the whole fields section, classified
-/// up front when short, so that finding each delimiter is cheap.
-pub struct TagsIter<'a> {
+/// Iterator over `(key, value)` tags.
+pub struct TagsIter<'a>(Walk<'a>);
+
+enum Walk<'a> {
+    Section(SectionIter<'a>),
+    Fields(FieldsIter<'a>),
+}
+
+impl<'a> Iterator for TagsIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            Walk::Section(iter) => iter.next(),
+            Walk::Fields(iter) => iter.next(),
+        }
+    }
+}
+
+/// Walks one short `#` section by the masks the parser left: a couple of bit operations per
+/// tag.
+struct SectionIter<'a> {
+    text: &'a str,
+    /// The entry ends not yet walked.
+    ends: u64,
+    colons: u64,
+    /// Start of the next entry.
+    pos: usize,
+}
+
+impl<'a> SectionIter<'a> {
+    #[inline(always)]
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+        while self.ends != 0 {
+            let start = self.pos;
+            let end = self.ends.trailing_zeros() as usize;
+            self.ends &= self.ends - 1;
+            self.pos = end + 1;
+            // `start` is at most `end`, which is below 64.
+            let colon = (self.colons & u64::MAX << start).trailing_zeros() as usize;
+            let (key, value) = if colon < end {
+                (&self.text[start..colon], &self.text[colon + 1..end])
+            } else {
+                (&self.text[start..end], "")
+            };
+            if key.is_empty() && value.is_empty() {
+                continue;
+            }
+            return Some((key, value));
+        }
+        None
+    }
+}
+
+/// Walks indexes into a whole fields section, classified up front when short, so that finding
+/// each delimiter is cheap.
+struct FieldsIter<'a> {
     fields: &'a str,
     masks: Option<Masks>,
     /// Start of the first field not yet looked at.
@@ -294,20 +395,16 @@ pub struct TagsIter<'a> {
     section_end: usize,
 }
 
-impl<'a> Iterator for TagsIter<'a> {
-    type Item = (&'a str, &'a str);
-
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        // Checked first as it ends every walk, and is all of it for lines without tags.
+impl<'a> FieldsIter<'a> {
+    #[inline(always)]
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+        // Checked first as it ends every walk.
         if self.pos >= self.section_end && self.next_field >= self.fields.len() {
             return None;
         }
         self.walk()
     }
-}
 
-impl<'a> TagsIter<'a> {
     #[inline(always)]
     fn find_delim(&self, from: usize, end: usize, delim: Delim) -> usize {
         match &self.masks {

@@ -1,6 +1,8 @@
 //! The line parser: one StatsD/DogStatsD line to a borrowed [`Parsed`], or the [`Reject`]
 //! reason it was dropped for. No heap allocation: the result borrows the input, and the value
-//! and tag sections are only validated here (their iterators re-walk them lazily).
+//! and tag sections are only validated here (their iterators re-walk them lazily). A line's
+//! one `#` section of under 64 bytes, the common case, is counted from its `,` and `:` bit
+//! masks, which the result keeps so that walking its tags finds no delimiter again.
 //!
 //! Metric lines are parsed by hand over the bytes of the whole line, with fast-float2 for
 //! numbers; the rarer DogStatsD event and service-check headers use nom. Delimiters are found
@@ -228,10 +230,7 @@ fn parse_metric<'a, D: Delims>(line: &'a str, d: &D) -> Result<Line<'a>, Reject>
         },
         sample_rate: 1.0,
         bad_sample_rate: false,
-        tags: Tags {
-            fields: "",
-            count: 0,
-        },
+        tags: Tags::default(),
         container_id: None,
         timestamp: None,
     };
@@ -309,12 +308,24 @@ fn metric_fields<'a, D: Delims>(
     let b = line.as_bytes();
     let len = b.len();
     let mut tags = 0;
+    let mut sections = 0;
+    // The last short `#` section: its bounds and its `,` and `:` masks.
+    let mut short = None;
     let mut field = start;
     loop {
         let end = d.find(field, len, Delim::Pipe);
         if end > field {
             match b[field] {
-                b'#' => tags = count_tags(b, d, field + 1, end, tags)?,
+                b'#' => {
+                    sections += 1;
+                    if end - field <= SHORT_SECTION {
+                        let (commas, colons) = d.commas_colons(field + 1, end);
+                        tags = count_short_section(commas, colons, end - field - 1, tags)?;
+                        short = Some((field + 1, end, commas, colons));
+                    } else {
+                        tags = count_tags(b, d, field + 1, end, tags)?;
+                    }
+                }
                 b'@' => match parse_number(&b[field + 1..end]) {
                     Some(rate) if rate > 0.0 && rate <= 1.0 => {
                         out.sample_rate = rate;
@@ -342,11 +353,33 @@ fn metric_fields<'a, D: Delims>(
         }
         field = end + 1;
     }
-    out.tags = Tags {
-        fields: &line[start..],
-        count: tags,
+    out.tags = match short {
+        Some((from, to, commas, colons)) if sections == 1 => {
+            Tags::in_section(&line[from..to], tags, commas, colons)
+        }
+        _ => Tags::in_fields(&line[start..], tags),
     };
     Ok(())
+}
+
+/// The longest `#` field (with its `#`) whose tags are counted, and later walked, by bit masks.
+const SHORT_SECTION: usize = 64;
+
+/// [`count_tags`] for a section of `n` bytes (under 64) given its `,` and `:` masks: the
+/// entries end at the commas and at `n`; those that are empty or a `:` alone do not count.
+#[inline(always)]
+fn count_short_section(commas: u64, colons: u64, n: usize, before: usize) -> Result<usize, Reject> {
+    debug_assert!(n < 64);
+    let ends = commas | 1 << n;
+    let starts = commas << 1 | 1;
+    // An empty entry starts where it ends; a `:` alone starts with a `:` and ends one byte on.
+    let skipped = (starts & ends) | (starts & colons) << 1 & ends;
+    // No entry of a short section is over `MAX_TAG_BYTES`.
+    let count = before + (ends & !skipped).count_ones() as usize;
+    if count > MAX_TAGS {
+        return Err(Reject::TooManyTags);
+    }
+    Ok(count)
 }
 
 /// Counts the tags of the `#` section `b[start..end]` (without the `#`) on top of `before`
@@ -441,7 +474,7 @@ fn parse_event(line: &str) -> Result<Event<'_>, Reject> {
     Ok(Event {
         title,
         text,
-        tags: Tags { fields, count },
+        tags: Tags::in_fields(fields, count),
     })
 }
 
@@ -469,10 +502,7 @@ fn parse_service_check(line: &str) -> Result<ServiceCheck<'_>, Reject> {
     let mut check = ServiceCheck {
         name,
         status: status as u8 - b'0',
-        tags: Tags {
-            fields: "",
-            count: 0,
-        },
+        tags: Tags::default(),
         container_id: None,
         timestamp: None,
     };
@@ -499,10 +529,7 @@ fn parse_service_check(line: &str) -> Result<ServiceCheck<'_>, Reject> {
         }
         start = end + 1;
     }
-    check.tags = Tags {
-        fields: tag_fields,
-        count,
-    };
+    check.tags = Tags::in_fields(tag_fields, count);
     Ok(check)
 }
 
@@ -643,10 +670,7 @@ mod tests {
         for section in ["", ",", "a", "a,,b", ":", ":,::,a:", "a:b:c,,d", ",,,x,"] {
             let count = count_section(section, 0).unwrap();
             let fields = format!("#{section}");
-            let tags = Tags {
-                fields: &fields,
-                count,
-            };
+            let tags = Tags::in_fields(&fields, count);
             assert_eq!(tags.iter().count(), count, "{section:?}");
         }
         assert_eq!(count_section("a,b", 63), Err(Reject::TooManyTags));
@@ -655,6 +679,86 @@ mod tests {
         let b = b"#a,b|c,d";
         assert_eq!(count_tags(b, &Scan(b), 1, 4, 0), Ok(2));
         assert_eq!(count_tags(b, &Masks::new(b), 1, 4, 0), Ok(2));
+    }
+
+    /// Every section of up to 7 bytes over `a`, `:`, `,`, `é`, and longer random ones.
+    fn sections() -> Vec<String> {
+        let alphabet = ["a", ":", ",", "\u{e9}"];
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut s = String::new();
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 80) as usize;
+            while s.len() < len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                s.push_str(alphabet[(state % 7).min(3) as usize]);
+            }
+            all.push(s);
+        }
+        all
+    }
+
+    #[test]
+    fn short_section_counting_matches_the_walk() {
+        for section in sections() {
+            let b = section.as_bytes();
+            if b.len() >= 64 {
+                continue;
+            }
+            let masks = Masks::new(b);
+            let (commas, colons) = masks.commas_colons(0, b.len());
+            for before in [0, 1, 60, 64] {
+                assert_eq!(
+                    count_short_section(commas, colons, b.len(), before),
+                    count_section(&section, before),
+                    "{section:?} after {before}"
+                );
+            }
+            let count = count_section(&section, 0).unwrap();
+            let fields = format!("#{section}");
+            let walked: Vec<_> = Tags::in_fields(&fields, count).iter().collect();
+            let by_masks: Vec<_> = Tags::in_section(&section, count, commas, colons)
+                .iter()
+                .collect();
+            assert_eq!(by_masks, walked, "{section:?}");
+            assert_eq!(by_masks.len(), count, "{section:?}");
+        }
+    }
+
+    #[test]
+    fn lines_with_one_section_match_the_walk() {
+        // The section's tags, as a line with it in its own field parses them (by masks when
+        // short), against the walk over the whole fields section.
+        for section in sections() {
+            for prefix in ["a:1|c|", "a.rather.long.name.for.a.metric.line:1|ms|@0.5|"] {
+                for suffix in ["", "|T5", "|c:x"] {
+                    let line = format!("{prefix}#{section}{suffix}");
+                    let Ok(Parsed::Metric(parsed)) = parse(line.as_bytes()) else {
+                        assert!(count_section(&section, 0).is_err(), "{line:?}");
+                        continue;
+                    };
+                    let fields = &line[prefix.find('|').unwrap() + 1..];
+                    let fields = &fields[fields.find('|').unwrap() + 1..];
+                    let count = count_section(&section, 0).unwrap();
+                    let walked: Vec<_> = Tags::in_fields(fields, count).iter().collect();
+                    assert_eq!(parsed.tags.len(), count, "{line:?}");
+                    assert_eq!(parsed.tags.iter().collect::<Vec<_>>(), walked, "{line:?}");
+                }
+            }
+        }
     }
 
     #[test]

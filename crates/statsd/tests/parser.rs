@@ -305,8 +305,72 @@ fn tags() {
         "a:1|c|#a:b|#a:b" => "c a [1] #[a=b,a=b]",
         "a:1|c|#k:v w,é:ü" => "c a [1] #[k=v w,é=ü]",
         "a:1|c|#x@y" => "c a [1] #[x@y=]",
+        "a:1|c|#,:,::,:::,a:,:b" => "c a [1] #[=:,=::,a=,=b]",
+        "a:1|c|#a,#b,|c,d" => "c a [1] #[a=,#b=]",
+        "a:1|c|#a:b:c,,:" => "c a [1] #[a=b:c]",
+        "a:1|c|#k:é,ü:v,日:本" => "c a [1] #[k=é,ü=v,日=本]",
+        "a:1|c|##" => "c a [1] #[#=]",
+        "a:1|c|#@0.5,T1,c:x" => "c a [1] #[@0.5=,T1=,c=x]",
+        "a:1|c|#a b ,\t" => "c a [1] #[a b =,\t=]",
         "s:m|s|#env:prod" => "s s ['m'] #[env=prod]",
     ];
+}
+
+/// Tag sections around the lengths where the parser changes method: sections of under 64
+/// bytes are counted and walked by bit masks, lines of up to 64 bytes are classified whole.
+#[test]
+fn tag_section_lengths() {
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for len in [0, 1, 2, 61, 62, 63, 64, 65, 66, 127, 128, 129] {
+        // `k:xxx...` of `len` bytes in all.
+        let tag = if len < 2 {
+            long(len)
+        } else {
+            format!("k:{}", long(len - 2))
+        };
+        let rendered = match len {
+            0 => String::new(),
+            1 => " #[x=]".to_string(),
+            _ => format!(" #[k={}]", long(len - 2)),
+        };
+        // The section alone, at the end of a short line and of a long one, and before and
+        // after other fields; then split in two sections, which are walked as written.
+        for (prefix, head) in [
+            ("a:1|c|", "c a [1]"),
+            ("name.of.some.length:1|c|", "c name.of.some.length [1]"),
+        ] {
+            cases.push((format!("{prefix}#{tag}"), format!("{head}{rendered}")));
+            cases.push((
+                format!("{prefix}#{tag}|T5"),
+                format!("{head}{rendered} T=5"),
+            ));
+            cases.push((
+                format!("{prefix}@0.5|#{tag},"),
+                format!("{head} @0.5{rendered}"),
+            ));
+            cases.push((
+                format!("{prefix}#,{tag}|c:x"),
+                format!("{head}{rendered} c=x"),
+            ));
+            let both = match len {
+                0 => " #[z=]".to_string(),
+                1 => " #[x=,z=]".to_string(),
+                _ => format!(" #[k={},z=]", long(len - 2)),
+            };
+            cases.push((format!("{prefix}#{tag}|#z"), format!("{head}{both}")));
+        }
+    }
+    // Lines of 63 to 66 bytes whose last tag ends at the line's end.
+    for len in 63..=66 {
+        let line = format!("a:1|c|#env:prod,k:{}", long(len - 18));
+        assert_eq!(line.len(), len);
+        cases.push((line, format!("c a [1] #[env=prod,k={}]", long(len - 18))));
+    }
+    let cases: Vec<(&[u8], &str)> = cases
+        .iter()
+        .map(|(input, expect)| (input.as_bytes(), expect.as_str()))
+        .collect();
+    check(&cases);
 }
 
 #[test]
@@ -721,6 +785,35 @@ proptest! {
         prop_assert!(!line.bad_sample_rate);
         prop_assert_eq!(line.container_id, g.container.as_deref());
         prop_assert_eq!(line.timestamp, g.timestamp);
+    }
+
+    #[test]
+    fn tags_match_a_plain_split(
+        name in "[a-z.]{1,100}",
+        sections in prop::collection::vec(("[a:,\u{e9}#]{0,90}", any::<bool>()), 1..3),
+    ) {
+        let mut line = format!("{name}:1|c");
+        let mut expected = Vec::new();
+        for (section, timestamp_after) in &sections {
+            line.push_str("|#");
+            line.push_str(section);
+            if *timestamp_after {
+                line.push_str("|T1");
+            }
+            for tag in section.split(',').filter(|t| !t.is_empty() && *t != ":") {
+                expected.push(tag.split_once(':').unwrap_or((tag, "")));
+            }
+        }
+        let parsed = parse(line.as_bytes());
+        if expected.len() > 64 {
+            prop_assert_eq!(parsed, Err(Reject::TooManyTags));
+        } else {
+            let Ok(Parsed::Metric(parsed)) = parsed else {
+                return Err(TestCaseError::fail(format!("{line:?} -> {parsed:?}")));
+            };
+            prop_assert_eq!(parsed.tags.len(), expected.len());
+            prop_assert_eq!(parsed.tags.iter().collect::<Vec<_>>(), expected);
+        }
     }
 
     #[test]

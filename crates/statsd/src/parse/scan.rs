@@ -32,6 +32,9 @@ impl Delim {
 pub(crate) trait Delims {
     /// The first index in `from..end` holding `delim`, else `end`. `from <= end <= len`.
     fn find(&self, from: usize, end: usize, delim: Delim) -> usize;
+
+    /// The `,` and `:` masks of `from..end`, fewer than 64 bytes: bit `i` for byte `from + i`.
+    fn commas_colons(&self, from: usize, end: usize) -> (u64, u64);
 }
 
 /// Searches a line of any length block by block.
@@ -42,6 +45,12 @@ impl Delims for Scan<'_> {
     fn find(&self, from: usize, end: usize, delim: Delim) -> usize {
         let (a, b) = delim.bytes();
         find_either_in(self.0, from, end, a, b)
+    }
+
+    #[inline(always)]
+    fn commas_colons(&self, from: usize, end: usize) -> (u64, u64) {
+        let masks = Masks::new(&self.0[from..end]);
+        (masks.comma, masks.colon)
     }
 }
 
@@ -134,6 +143,14 @@ impl Delims for Masks {
         // `from` is at most 64, which `checked_shl` maps to an empty mask.
         let at_or_after = mask & u64::MAX.checked_shl(from as u32).unwrap_or(0);
         (at_or_after.trailing_zeros() as usize).min(end)
+    }
+
+    #[inline(always)]
+    fn commas_colons(&self, from: usize, end: usize) -> (u64, u64) {
+        debug_assert!(from <= end && end - from < 64);
+        let within =
+            |mask: u64| mask.checked_shr(from as u32).unwrap_or(0) & !(u64::MAX << (end - from));
+        (within(self.comma), within(self.colon))
     }
 }
 
@@ -352,6 +369,36 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn commas_and_colons_match_a_plain_search() {
+        let hay = hay(200);
+        let naive = |span: &[u8], c: u8| {
+            span.iter()
+                .enumerate()
+                .fold(0u64, |m, (i, &b)| m | u64::from(b == c) << i)
+        };
+        for start in 0..16 {
+            for len in 0..=Masks::MAX_LEN {
+                let span = &hay[start..start + len];
+                let masks = Masks::new(span);
+                for from in 0..=len {
+                    for end in from..=len.min(from + 63) {
+                        let expect = (naive(&span[from..end], b','), naive(&span[from..end], b':'));
+                        assert_eq!(masks.commas_colons(from, end), expect);
+                        assert_eq!(Scan(span).commas_colons(from, end), expect);
+                    }
+                }
+            }
+        }
+        // Long spans go through `Scan` only.
+        let span = &hay[..200];
+        for from in [0, 1, 63, 64, 65, 100, 137, 150] {
+            let end = from + 50;
+            let expect = (naive(&span[from..end], b','), naive(&span[from..end], b':'));
+            assert_eq!(Scan(span).commas_colons(from, end), expect);
         }
     }
 
