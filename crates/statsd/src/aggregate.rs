@@ -218,53 +218,67 @@ impl GaugeAcc {
 
 /// Samples of a timer, histogram or distribution within one interval.
 ///
-/// Laid out so that adding a sample in exact mode touches one cache line: the vector, the
-/// count and the running statistics come first; what only the sketch mode needs comes after.
+/// One cache line (64 bytes, so that adding a sample in exact mode touches only it): the
+/// vector and the running statistics; what only the sketch mode needs is boxed apart.
 #[derive(Clone, Debug, Default)]
 #[repr(C, align(64))]
 pub struct Samples {
-    /// The real samples, while there are at most `EXACT_SAMPLES`; empty in sketch mode. In
-    /// exact mode `values.len() == n`.
+    /// The real samples, while there are at most `EXACT_SAMPLES`; empty in sketch mode.
     values: Vec<f64>,
-    /// Number of real samples.
-    n: u64,
     /// Sum of weights (1/sample rate): the emitted `.count`.
     weight: f64,
     sum: f64,
     min: f64,
     max: f64,
     /// Replaces `values` past `EXACT_SAMPLES`.
-    sketch: Option<Box<Sketch>>,
-    /// Sketch mode: Welford running mean and sum of squared deviations, for the stddev.
+    sketch: Option<Box<SketchMode>>,
+}
+
+/// What samples past `EXACT_SAMPLES` keep instead of the samples themselves.
+#[derive(Clone, Debug)]
+struct SketchMode {
+    sketch: Sketch,
+    /// Number of real samples.
+    n: u64,
+    /// Welford running mean and sum of squared deviations, for the stddev.
     mean: f64,
     m2: f64,
 }
 
 impl Samples {
+    /// Number of real samples.
+    #[inline]
+    fn n(&self) -> u64 {
+        match &self.sketch {
+            None => self.values.len() as u64,
+            Some(s) => s.n,
+        }
+    }
+
     #[inline]
     fn add(&mut self, v: f64, weight: f64) {
-        if self.n == 0 {
+        if self.n() == 0 {
             self.min = v;
             self.max = v;
         } else {
             self.min = self.min.min(v);
             self.max = self.max.max(v);
         }
-        let exact = self.values.len() as u64 == self.n;
-        self.n += 1;
         self.weight += weight;
         self.sum += v;
-        if exact {
-            self.values.push(v);
-            if self.values.len() > EXACT_SAMPLES {
-                self.switch_to_sketch();
+        match &mut self.sketch {
+            None => {
+                self.values.push(v);
+                if self.values.len() > EXACT_SAMPLES {
+                    self.switch_to_sketch();
+                }
             }
-        } else {
-            let d = v - self.mean;
-            self.mean += d / self.n as f64;
-            self.m2 += d * (v - self.mean);
-            if let Some(s) = &mut self.sketch {
-                s.add(v);
+            Some(s) => {
+                s.n += 1;
+                let d = v - s.mean;
+                s.mean += d / s.n as f64;
+                s.m2 += d * (v - s.mean);
+                s.sketch.add(v);
             }
         }
     }
@@ -272,8 +286,11 @@ impl Samples {
     /// Mean and sum of squared deviations of every sample: from the samples themselves in
     /// exact mode, else the running values.
     fn moments(&self) -> (f64, f64) {
-        if self.sketch.is_some() || self.values.is_empty() {
-            return (self.mean, self.m2);
+        if let Some(s) = &self.sketch {
+            return (s.mean, s.m2);
+        }
+        if self.values.is_empty() {
+            return (0.0, 0.0);
         }
         let mean = self.values.iter().sum::<f64>() / self.values.len() as f64;
         let m2 = self.values.iter().map(|x| (x - mean) * (x - mean)).sum();
@@ -281,30 +298,36 @@ impl Samples {
     }
 
     fn switch_to_sketch(&mut self) {
-        (self.mean, self.m2) = self.moments();
-        let mut s = Box::new(Sketch::new());
-        for v in self.values.drain(..) {
-            s.add(v);
+        let (mean, m2) = self.moments();
+        let mut sketch = Sketch::new();
+        for &v in &self.values {
+            sketch.add(v);
         }
+        let n = self.values.len() as u64;
         self.values = Vec::new();
-        self.sketch = Some(s);
+        self.sketch = Some(Box::new(SketchMode {
+            sketch,
+            n,
+            mean,
+            m2,
+        }));
     }
 
     fn merge(&mut self, mut other: Samples) {
-        if other.n == 0 {
+        let (n_a, n_b) = (self.n(), other.n());
+        if n_b == 0 {
             return;
         }
-        if self.n == 0 {
+        if n_a == 0 {
             *self = other;
             return;
         }
         let ((mean_a, m2_a), (mean_b, m2_b)) = (self.moments(), other.moments());
-        let (n_a, n_b) = (self.n as f64, other.n as f64);
-        let n = n_a + n_b;
+        let (na, nb) = (n_a as f64, n_b as f64);
+        let n = na + nb;
         let d = mean_b - mean_a;
-        let mean = mean_a + d * n_b / n;
-        let m2 = m2_a + m2_b + d * d * n_a * n_b / n;
-        self.n += other.n;
+        let mean = mean_a + d * nb / n;
+        let m2 = m2_a + m2_b + d * d * na * nb / n;
         self.weight += other.weight;
         self.sum += other.sum;
         self.min = self.min.min(other.min);
@@ -318,27 +341,29 @@ impl Samples {
             }
             (Some(s), None) => {
                 for v in other.values {
-                    s.add(v);
+                    s.sketch.add(v);
                 }
             }
             (None, Some(mut o)) => {
                 for v in self.values.drain(..) {
-                    o.add(v);
+                    o.sketch.add(v);
                 }
                 self.values = Vec::new();
                 self.sketch = Some(o);
             }
-            (Some(s), Some(o)) => s.merge(&o),
+            (Some(s), Some(o)) => s.sketch.merge(&o.sketch),
         }
-        (self.mean, self.m2) = (mean, m2);
+        if let Some(s) = &mut self.sketch {
+            (s.n, s.mean, s.m2) = (n_a + n_b, mean, m2);
+        }
     }
 
     /// Emits count, sum, min, max, mean, median, stddev and the percentiles.
     fn emit(mut self, key: &SeriesKey, percentiles: &[f64], out: &mut Vec<Datapoint>) {
-        if self.n == 0 {
+        let n = self.n();
+        if n == 0 {
             return;
         }
-        let n = self.n;
         let mut push = |stat, value| out.push(Datapoint::new(key.clone(), stat, Unit::None, value));
         push(Stat::Count, self.weight);
         push(Stat::Sum, self.sum);
@@ -363,14 +388,15 @@ impl Samples {
                     push(Stat::percentile(p), v[nearest_rank(p, n) as usize - 1]);
                 }
             }
-            Some(s) => {
+            Some(mode) => {
+                let s = &mode.sketch;
                 let median = if n % 2 == 0 {
                     (s.value_at_rank(n / 2) + s.value_at_rank(n / 2 + 1)) / 2.0
                 } else {
                     s.value_at_rank(n / 2 + 1)
                 };
                 push(Stat::Median, median);
-                push(Stat::Stddev, (self.m2.max(0.0) / n as f64).sqrt());
+                push(Stat::Stddev, (mode.m2.max(0.0) / n as f64).sqrt());
                 for &p in percentiles {
                     push(Stat::percentile(p), s.value_at_rank(nearest_rank(p, n)));
                 }
@@ -1050,7 +1076,7 @@ fn take_acc(acc: &mut Acc) -> Option<PartialAcc> {
         Acc::Counter(sum) => PartialAcc::Counter(std::mem::take(sum)),
         Acc::Gauge(g) => PartialAcc::Gauge(std::mem::replace(g.as_mut(), GaugeAcc::EMPTY)),
         Acc::Timer(s) | Acc::Histogram(s) | Acc::Distribution(s) => {
-            if s.n == 0 {
+            if s.n() == 0 {
                 return None;
             }
             let cap = s.values.len().min(1024);
@@ -1082,6 +1108,11 @@ mod tests {
 
 #[cfg(test)]
 mod layout {
+    #[test]
+    fn samples_fill_one_cache_line() {
+        assert_eq!(std::mem::size_of::<super::Samples>(), 64);
+    }
+
     #[test]
     fn an_entry_stays_small() {
         // Memory per series at 100k+ series is dominated by this and the key.
