@@ -242,13 +242,29 @@ pub struct Tags<'a> {
     /// The fields section after the type (e.g. `@0.5|#a:b,c|#d`), or `""`; or, when `ends` is
     /// not 0, the text of the line's one short `#` section (`a:b,c`).
     pub(crate) fields: &'a str,
-    /// Number of non-empty tags (counted by the parser).
+    /// Number of non-empty tags (counted by the parser); 0 when `ends` is not 0.
     pub(crate) count: usize,
     /// For one `#` section of under 64 bytes, as the parser found it: bit `i` set when byte
     /// `i` of `fields` ends an entry (a `,`, and the end of the section); else 0.
     pub(crate) ends: u64,
     /// With `ends`: bit `i` set when byte `i` of `fields` is `:`.
     pub(crate) colons: u64,
+}
+
+/// The entries of a short section that are tags, given where its entries end (`ends`) and
+/// its `:` (`colons`): bit `i` of the first mask set when a tag starts at byte `i`, of the
+/// second when one ends there. Entries start at 0 and after each end; those that are empty
+/// (starting where they end) or a `:` alone (starting with `:`, ending one byte on) are not
+/// tags.
+#[inline(always)]
+pub(crate) fn section_tags(ends: u64, colons: u64) -> (u64, u64) {
+    let starts = ends << 1 | 1;
+    let empty = starts & ends;
+    let colon_alone = starts & colons & ends >> 1;
+    (
+        starts & !(empty | colon_alone),
+        ends & !(empty | colon_alone << 1),
+    )
 }
 
 impl<'a> Tags<'a> {
@@ -264,13 +280,13 @@ impl<'a> Tags<'a> {
     }
 
     /// The tags of one `#` section `section` (without its `#`) of under 64 bytes, with the
-    /// `,` and `:` masks of its bytes.
+    /// `,` and `:` masks of its bytes. They are counted when asked for.
     #[inline(always)]
-    pub(crate) fn in_section(section: &'a str, count: usize, commas: u64, colons: u64) -> Tags<'a> {
+    pub(crate) fn in_section(section: &'a str, commas: u64, colons: u64) -> Tags<'a> {
         debug_assert!(section.len() < 64);
         Tags {
             fields: section,
-            count,
+            count: 0,
             ends: commas | 1 << section.len(),
             colons,
         }
@@ -278,34 +294,35 @@ impl<'a> Tags<'a> {
 
     #[inline]
     pub fn len(&self) -> usize {
-        self.count
+        if self.ends != 0 {
+            section_tags(self.ends, self.colons).1.count_ones() as usize
+        } else {
+            self.count
+        }
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        if self.ends != 0 {
+            section_tags(self.ends, self.colons).1 == 0
+        } else {
+            self.count == 0
+        }
     }
 
     #[inline]
     pub fn iter(&self) -> TagsIter<'a> {
-        // Without tags there is nothing to walk: skip classifying the other fields.
-        if self.count == 0 {
-            return TagsIter(Walk::Section(SectionIter {
-                text: "",
-                ends: 0,
-                colons: 0,
-                pos: 0,
-            }));
-        }
         if self.ends != 0 {
+            let (starts, ends) = section_tags(self.ends, self.colons);
             return TagsIter(Walk::Section(SectionIter {
                 text: self.fields,
-                ends: self.ends,
+                starts,
+                ends,
                 colons: self.colons,
-                pos: 0,
             }));
         }
-        let fields = self.fields;
+        // Without tags there is nothing to walk: skip classifying the other fields.
+        let fields = if self.count == 0 { "" } else { self.fields };
         let bytes = fields.as_bytes();
         let masks = (!bytes.is_empty() && bytes.len() <= Masks::MAX_LEN).then(|| Masks::new(bytes));
         TagsIter(Walk::Fields(FieldsIter {
@@ -347,38 +364,41 @@ impl<'a> Iterator for TagsIter<'a> {
     }
 }
 
-/// Walks one short `#` section by the masks the parser left: a couple of bit operations per
-/// tag.
+/// Walks one short `#` section by the masks the parser left: a few bit operations per tag,
+/// and no branch on what the tag holds.
 struct SectionIter<'a> {
     text: &'a str,
-    /// The entry ends not yet walked.
+    /// Where the tags not yet walked start and end ([`section_tags`]).
+    starts: u64,
     ends: u64,
     colons: u64,
-    /// Start of the next entry.
-    pos: usize,
 }
 
 impl<'a> SectionIter<'a> {
     #[inline(always)]
     fn next(&mut self) -> Option<(&'a str, &'a str)> {
-        while self.ends != 0 {
-            let start = self.pos;
-            let end = self.ends.trailing_zeros() as usize;
-            self.ends &= self.ends - 1;
-            self.pos = end + 1;
-            // `start` is at most `end`, which is below 64.
-            let colon = (self.colons & u64::MAX << start).trailing_zeros() as usize;
-            let (key, value) = if colon < end {
-                (&self.text[start..colon], &self.text[colon + 1..end])
-            } else {
-                (&self.text[start..end], "")
-            };
-            if key.is_empty() && value.is_empty() {
-                continue;
-            }
-            return Some((key, value));
+        if self.ends == 0 {
+            return None;
         }
-        None
+        let start = self.starts.trailing_zeros() as usize;
+        let end = self.ends.trailing_zeros() as usize;
+        self.starts &= self.starts - 1;
+        self.ends &= self.ends - 1;
+        // The key ends at the first `:` of the tag, else at its end, where the value is "".
+        // `start` is below 64 (a tag ends at or after it).
+        let colon = ((self.colons & u64::MAX << start).trailing_zeros() as usize).min(end);
+        let value_start = (colon + 1).min(end);
+        debug_assert!(start <= colon && colon <= value_start && value_start <= end);
+        debug_assert!(end <= self.text.len());
+        // SAFETY: `start <= colon <= value_start <= end <= text.len()` as computed above, from
+        // masks of `text`'s bytes; each bound is 0, the end of `text`, or at or after an ASCII
+        // `,` or `:`, so on a character boundary.
+        unsafe {
+            Some((
+                self.text.get_unchecked(start..colon),
+                self.text.get_unchecked(value_start..end),
+            ))
+        }
     }
 }
 

@@ -307,10 +307,12 @@ fn metric_fields<'a, D: Delims>(
 ) -> Result<(), Reject> {
     let b = line.as_bytes();
     let len = b.len();
+    // Tags of the `#` sections other than `single`.
     let mut tags = 0;
+    // The first `#` section while it is the only one and short: its bounds and its `,` and
+    // `:` masks. Its tags are not counted while it stays alone (they are within the limits).
+    let mut single = None;
     let mut sections = 0;
-    // The last short `#` section: its bounds and its `,` and `:` masks.
-    let mut short = None;
     let mut field = start;
     loop {
         let end = d.find(field, len, Delim::Pipe);
@@ -318,10 +320,16 @@ fn metric_fields<'a, D: Delims>(
             match b[field] {
                 b'#' => {
                     sections += 1;
+                    if let Some((from, to, commas, colons)) = single.take() {
+                        tags = count_short_section(commas, colons, to - from, tags)?;
+                    }
                     if end - field <= SHORT_SECTION {
                         let (commas, colons) = d.commas_colons(field + 1, end);
-                        tags = count_short_section(commas, colons, end - field - 1, tags)?;
-                        short = Some((field + 1, end, commas, colons));
+                        if sections == 1 {
+                            single = Some((field + 1, end, commas, colons));
+                        } else {
+                            tags = count_short_section(commas, colons, end - field - 1, tags)?;
+                        }
                     } else {
                         tags = count_tags(b, d, field + 1, end, tags)?;
                     }
@@ -353,11 +361,9 @@ fn metric_fields<'a, D: Delims>(
         }
         field = end + 1;
     }
-    out.tags = match short {
-        Some((from, to, commas, colons)) if sections == 1 => {
-            Tags::in_section(&line[from..to], tags, commas, colons)
-        }
-        _ => Tags::in_fields(&line[start..], tags),
+    out.tags = match single {
+        Some((from, to, commas, colons)) => Tags::in_section(&line[from..to], commas, colons),
+        None => Tags::in_fields(&line[start..], tags),
     };
     Ok(())
 }
@@ -366,16 +372,12 @@ fn metric_fields<'a, D: Delims>(
 const SHORT_SECTION: usize = 64;
 
 /// [`count_tags`] for a section of `n` bytes (under 64) given its `,` and `:` masks: the
-/// entries end at the commas and at `n`; those that are empty or a `:` alone do not count.
+/// entries end at the commas and at `n` ([`section_tags`]).
 #[inline(always)]
 fn count_short_section(commas: u64, colons: u64, n: usize, before: usize) -> Result<usize, Reject> {
     debug_assert!(n < 64);
-    let ends = commas | 1 << n;
-    let starts = commas << 1 | 1;
-    // An empty entry starts where it ends; a `:` alone starts with a `:` and ends one byte on.
-    let skipped = (starts & ends) | (starts & colons) << 1 & ends;
     // No entry of a short section is over `MAX_TAG_BYTES`.
-    let count = before + (ends & !skipped).count_ones() as usize;
+    let count = before + section_tags(commas | 1 << n, colons).1.count_ones() as usize;
     if count > MAX_TAGS {
         return Err(Reject::TooManyTags);
     }
@@ -730,11 +732,10 @@ mod tests {
             let count = count_section(&section, 0).unwrap();
             let fields = format!("#{section}");
             let walked: Vec<_> = Tags::in_fields(&fields, count).iter().collect();
-            let by_masks: Vec<_> = Tags::in_section(&section, count, commas, colons)
-                .iter()
-                .collect();
-            assert_eq!(by_masks, walked, "{section:?}");
+            let by_masks = Tags::in_section(&section, commas, colons);
+            assert_eq!(by_masks.iter().collect::<Vec<_>>(), walked, "{section:?}");
             assert_eq!(by_masks.len(), count, "{section:?}");
+            assert_eq!(by_masks.is_empty(), count == 0, "{section:?}");
         }
     }
 
