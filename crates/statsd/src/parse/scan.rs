@@ -54,44 +54,47 @@ impl Delims for Scan<'_> {
     }
 }
 
-/// Where the delimiters and non-ASCII bytes of a span of at most 64 bytes are: bit `i` for
-/// byte `i`.
+/// Where the delimiters of a span of at most 64 bytes are (bit `i` for byte `i`), and whether
+/// all of it is ASCII.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Masks {
     colon: u64,
     pipe: u64,
     comma: u64,
-    high: u64,
+    /// Not 0 when some byte is not ASCII.
+    high: u32,
 }
 
 impl Masks {
     pub(crate) const MAX_LEN: usize = 64;
 
     /// Classifies `span`, which must be at most [`Masks::MAX_LEN`] bytes.
+    ///
+    /// Two spans of 16 or 32 bytes, one from each end, cover the line; the bytes they share are
+    /// classified alike, so OR-ing their masks is exact. The shifts are then one per mask
+    /// whatever the length, and the branches two.
     #[inline(always)]
     pub(crate) fn new(span: &[u8]) -> Masks {
         let len = span.len();
         assert!(len <= Self::MAX_LEN);
-        let mut masks = Masks {
-            colon: 0,
-            pipe: 0,
-            comma: 0,
-            high: 0,
+        let (head, tail, at) = if len < 16 {
+            (classify16(&padded16(span)), [0; 4], 0)
+        } else if len < 32 {
+            (
+                classify16(chunk(span, 0)),
+                classify16(chunk(span, len - 16)),
+                len - 16,
+            )
+        } else {
+            (classify32(span, 0), classify32(span, len - 32), len - 32)
         };
-        if len < 16 {
-            masks.add(&padded16(span), 0, 0);
-            return masks;
+        let join = |i: usize| u64::from(head[i]) | u64::from(tail[i]) << at;
+        Masks {
+            colon: join(0),
+            pipe: join(1),
+            comma: join(2),
+            high: head[3] | tail[3],
         }
-        let mut at = 0;
-        while at + 16 <= len {
-            masks.add(chunk(span, at), at, 0);
-            at += 16;
-        }
-        if at < len {
-            // The last block overlaps bytes already classified: shift those out.
-            masks.add(chunk(span, len - 16), at, 16 - (len - at));
-        }
-        masks
     }
 
     /// Bit `i` set when byte `i` of `span` (at most 64 bytes) is `needle`.
@@ -113,15 +116,6 @@ impl Masks {
             mask |= u64::from(eq16(chunk(span, len - 16), needle, needle) >> skip) << at;
         }
         mask
-    }
-
-    #[inline(always)]
-    fn add(&mut self, chunk: &[u8; 16], at: usize, skip: usize) {
-        let [colon, pipe, comma, high] = classify16(chunk);
-        self.colon |= u64::from(colon >> skip) << at;
-        self.pipe |= u64::from(pipe >> skip) << at;
-        self.comma |= u64::from(comma >> skip) << at;
-        self.high |= u64::from(high >> skip) << at;
     }
 
     /// True when every byte is ASCII.
@@ -202,6 +196,14 @@ fn eq16(chunk: &[u8; 16], a: u8, b: u8) -> u32 {
         .iter()
         .enumerate()
         .fold(0, |m, (i, &c)| m | (u32::from(c == a || c == b) << i))
+}
+
+/// [`classify16`] of the 32 bytes of `span` from `at`.
+#[inline(always)]
+fn classify32(span: &[u8], at: usize) -> [u32; 4] {
+    let lo = classify16(chunk(span, at));
+    let hi = classify16(chunk(span, at + 16));
+    [0, 1, 2, 3].map(|i| lo[i] | hi[i] << 16)
 }
 
 /// Bit `i` set when byte `i` of `chunk` is not ASCII.
