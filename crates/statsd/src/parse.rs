@@ -143,11 +143,17 @@ fn parse_any<'a, D: Delims>(line: &'a str, delims: &D) -> Result<Parsed<'a>, Rej
 
 /// Parses a finite number with an optional leading `+` or `-`; `None` for NaN, infinities
 /// (including overflow) and anything that is not entirely a decimal number.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_number(s: &[u8]) -> Option<f64> {
-    if let Some(v) = parse_short_decimal(s) {
-        return Some(v);
+    match parse_short_decimal(s) {
+        Some(v) => Some(v),
+        None => parse_other_number(s),
     }
+}
+
+/// [`parse_number`] for what is not a short decimal.
+#[inline(never)]
+fn parse_other_number(s: &[u8]) -> Option<f64> {
     // fast-float2 takes the sign itself, so `++1` and `+-1` stay invalid.
     let v: f64 = fast_float2::parse(s).ok()?;
     v.is_finite().then_some(v)
