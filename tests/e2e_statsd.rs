@@ -200,3 +200,43 @@ fn receive_threads_outrank_the_rest() {
     assert!(!workers.is_empty(), "{threads:?}");
     assert!(workers.iter().all(|&n| n == 10), "{threads:?}");
 }
+
+/// With several receive threads on one address, its socket metrics are one series each (the
+/// threads' kernel drops summed), in the v0 API and in the Prometheus exposition.
+#[test]
+fn socket_metrics_are_one_series_per_address() {
+    let c = Corral::start_with(&[], &[("CORRAL_STATSD_RECEIVE_THREADS", "3")]);
+    let socket = format!("udp://{}", c.statsd);
+    let count = |body: &serde_json::Value, name: &str| {
+        body["datapoints"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|d| d["name"] == name && d["tags"]["socket"] == socket.as_str())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let body = c.wait_node_app(Duration::from_secs(10), |b| {
+        count(b, "corral.statsd.kernel_drops") > 0
+    });
+    assert_eq!(count(&body, "corral.statsd.kernel_drops"), 1, "{body}");
+    assert_eq!(
+        count(&body, "corral.statsd.receive_buffer_bytes"),
+        1,
+        "{body}"
+    );
+    let buffer = value_of(
+        &body,
+        "corral.statsd.receive_buffer_bytes",
+        &[("socket", &socket)],
+    );
+    assert!(buffer.is_some_and(|b| b > 0.0), "{socket}: {body}");
+    let (status, text) = c.get("/metrics");
+    assert_eq!(status, 200);
+    let drops: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("corral_statsd_kernel_drops") && l.contains(&socket))
+        .collect();
+    assert_eq!(drops.len(), 1, "{drops:?}");
+}

@@ -155,6 +155,9 @@ impl Pipeline {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut sums = [0u64; 7];
         let mut dropped = [0u64; Reject::ALL.len()];
+        // Per listening address: its receive threads each have a socket of their own, whose
+        // kernel drops add up; their buffers are configured alike (the smallest is reported).
+        let mut sockets: Vec<(String, u64, usize)> = Vec::new();
         for r in &self.statsd.receivers() {
             let s = &r.stats;
             let each = [
@@ -172,16 +175,22 @@ impl Pipeline {
             for (d, a) in dropped.iter_mut().zip(s.dropped.iter()) {
                 *d += get(a);
             }
-            let socket = [("socket", r.endpoint.as_str())];
-            out.push(total(
-                "corral.statsd.kernel_drops",
-                &socket,
-                get(&s.kernel_drops),
-            ));
+            let drops = get(&s.kernel_drops);
+            match sockets.iter_mut().find(|(e, _, _)| *e == r.endpoint) {
+                Some((_, d, buffer)) => {
+                    *d += drops;
+                    *buffer = (*buffer).min(r.receive_buffer);
+                }
+                None => sockets.push((r.endpoint.clone(), drops, r.receive_buffer)),
+            }
+        }
+        for (endpoint, drops, buffer) in &sockets {
+            let socket = [("socket", endpoint.as_str())];
+            out.push(total("corral.statsd.kernel_drops", &socket, *drops));
             out.push(point(
                 "corral.statsd.receive_buffer_bytes",
                 &socket,
-                r.receive_buffer as u64,
+                *buffer as u64,
             ));
         }
         let [datagrams, truncated, lines, bad_rate, events, checks, series_dropped] = sums;
