@@ -50,7 +50,7 @@ fn bench_add(c: &mut Criterion) {
     group
         .measurement_time(Duration::from_secs(4))
         .sample_size(20);
-    for series in [1_000usize, 100_000] {
+    for series in [1_000usize, 10_000, 100_000] {
         for tagged in [false, true] {
             let lines = make_lines(series, tagged, 200_000);
             let parsed: Vec<_> = lines
