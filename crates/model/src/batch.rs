@@ -338,6 +338,25 @@ pub struct Dimensions {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Dimensions {
+    /// The named fields (not `labels`), as dcos-metrics orders them; empty ones included.
+    pub fn fields(&self) -> [(&'static str, &str); 11] {
+        [
+            ("mesos_id", &self.mesos_id),
+            ("cluster_id", &self.cluster_id),
+            ("hostname", &self.hostname),
+            ("container_id", &self.container_id),
+            ("executor_id", &self.executor_id),
+            ("framework_id", &self.framework_id),
+            ("framework_name", &self.framework_name),
+            ("framework_role", &self.framework_role),
+            ("framework_principal", &self.framework_principal),
+            ("task_id", &self.task_id),
+            ("task_name", &self.task_name),
+        ]
+    }
+}
+
 /// The datapoints of one flush or poll, for one source and one container (or the node).
 #[derive(Clone, Debug)]
 pub struct MetricBatch {

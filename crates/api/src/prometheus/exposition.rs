@@ -231,19 +231,7 @@ impl<'a> Collector<'a> {
     }
 
     fn dims_of(&mut self, d: &'a Dimensions) -> Dims<'a> {
-        let fixed = [
-            ("mesos_id", d.mesos_id.as_str()),
-            ("cluster_id", &d.cluster_id),
-            ("hostname", &d.hostname),
-            ("container_id", &d.container_id),
-            ("executor_id", &d.executor_id),
-            ("framework_id", &d.framework_id),
-            ("framework_name", &d.framework_name),
-            ("framework_role", &d.framework_role),
-            ("framework_principal", &d.framework_principal),
-            ("task_id", &d.task_id),
-            ("task_name", &d.task_name),
-        ];
+        let fixed = d.fields();
         let mut labels: Vec<(u32, &'a str)> = Vec::with_capacity(fixed.len() + d.labels.len());
         let entries = fixed
             .into_iter()

@@ -398,23 +398,11 @@ impl Encoder {
 /// The dimensions of a batch as MetricList tags, empty values left out.
 fn dimension_tags(batch: &MetricBatch) -> Vec<(&str, &str)> {
     let d = &*batch.dimensions;
-    let mut tags: Vec<(&str, &str)> = [
-        ("mesos_id", &d.mesos_id),
-        ("cluster_id", &d.cluster_id),
-        ("hostname", &d.hostname),
-        ("container_id", &d.container_id),
-        ("executor_id", &d.executor_id),
-        ("framework_id", &d.framework_id),
-        ("framework_name", &d.framework_name),
-        ("framework_role", &d.framework_role),
-        ("framework_principal", &d.framework_principal),
-        ("task_id", &d.task_id),
-        ("task_name", &d.task_name),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| (k, v.as_str()))
-    .collect();
+    let mut tags: Vec<(&str, &str)> = d
+        .fields()
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
     if d.container_id.is_empty() {
         if let Some(c) = &batch.container_id {
             tags.push(("container_id", c));
