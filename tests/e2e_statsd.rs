@@ -139,14 +139,15 @@ fn routes_prefixes_and_methods() {
 #[test]
 fn container_field_attributes_samples() {
     let c = Corral::start(&[]);
-    c.send("ctr.hits:3|c|c:ctr-1\nnode.hits:1|c");
+    // A gauge, which every flush publishes again: the reads below may span several flushes.
+    c.send("ctr.depth:3|g|c:ctr-1\nnode.hits:1|c");
     let node = c.wait_node_app(WAIT, |b| value_of(b, "node.hits", &[]).is_some());
-    assert_eq!(value_of(&node, "ctr.hits", &[]), None);
+    assert_eq!(value_of(&node, "ctr.depth", &[]), None);
     let app = c.get_json("/v0/containers/ctr-1/app");
-    assert_eq!(value_of(&app, "ctr.hits", &[]), Some(3.0));
+    assert_eq!(value_of(&app, "ctr.depth", &[]), Some(3.0));
     assert_eq!(app["dimensions"]["container_id"], "ctr-1");
     assert_eq!(c.get_json("/v0/containers"), serde_json::json!(["ctr-1"]));
-    let one = c.get_json("/v0/containers/ctr-1/app/ctr.hits");
+    let one = c.get_json("/v0/containers/ctr-1/app/ctr.depth");
     assert_eq!(one["datapoints"].as_array().unwrap().len(), 1);
     assert_eq!(c.get("/v0/containers/ctr-1/app/ctr").0, 204);
 }
@@ -177,26 +178,35 @@ fn sigint_stops_cleanly() {
 fn receive_threads_outrank_the_rest() {
     let c = Corral::start_with(&[], &[("CORRAL_STATSD_RECEIVE_THREADS", "2")]);
     let pid = c.child.id();
-    let threads: Vec<(String, i64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
-            // `pid (comm) state ...`: the fields after the command, nice is the 19th overall.
-            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            let nice = rest.split(' ').nth(16)?.parse().ok()?;
-            Some((comm.to_string(), nice))
-        })
-        .collect();
-    let nice_of = |prefix: &str| -> Vec<i64> {
+    let read_threads = || -> Vec<(String, i64)> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("tasks")
+            .filter_map(|t| {
+                let stat = std::fs::read_to_string(t.ok()?.path().join("stat")).ok()?;
+                // `pid (comm) state ...`: the fields after the command, nice is the 19th overall.
+                let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+                let nice = rest.split(' ').nth(16)?.parse().ok()?;
+                Some((comm.to_string(), nice))
+            })
+            .collect()
+    };
+    let nice_of = |threads: &[(String, i64)], prefix: &str| -> Vec<i64> {
         threads
             .iter()
             .filter(|(c, _)| c.starts_with(prefix))
             .map(|(_, n)| *n)
             .collect()
     };
-    let rx = nice_of("statsd-rx");
+    // A thread names itself once it runs, which may be after the daemon reports listening.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut threads = read_threads();
+    while nice_of(&threads, "statsd-rx").len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        threads = read_threads();
+    }
+    let rx = nice_of(&threads, "statsd-rx");
     assert_eq!(rx, vec![0, 0], "{threads:?}");
-    let workers = nice_of("corral-worker");
+    let workers = nice_of(&threads, "corral-worker");
     assert!(!workers.is_empty(), "{threads:?}");
     assert!(workers.iter().all(|&n| n == 10), "{threads:?}");
 }
