@@ -203,7 +203,7 @@ impl FlushState {
 
     /// Computes the datapoints of one interval from every aggregator's partials.
     pub fn flush(&mut self, parts: Vec<Vec<Partial>>) -> FlushOutput {
-        let merged = merge_partials(parts);
+        let mut merged = merge_partials(parts);
         let percentiles = self.config.percentiles();
         let percentiles = &*percentiles;
         let generation = self.generation;
@@ -214,7 +214,6 @@ impl FlushState {
         // First the state kept between flushes (counters, gauges), while counting what the
         // interval's samples and sets will emit. Only those stay in `merged`, which gives back
         // the rest before the datapoints are allocated.
-        let mut merged = merged;
         merged.retain(|p| match &p.acc {
             PartialAcc::Counter(sum) => {
                 let c = self.keep_counter(&p.container, &p.key);
