@@ -571,7 +571,10 @@ impl Containers {
                 i
             }
         };
-        self.refs[i as usize] += 1;
+        // "No container" is never released, so it is not counted.
+        if i != 0 {
+            self.refs[i as usize] += 1;
+        }
         i
     }
 
