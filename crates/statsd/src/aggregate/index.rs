@@ -1,5 +1,5 @@
-//! The aggregator's series index: an open-addressing table from a series' 32-bit hash to its
-//! position in the aggregator's entry vector.
+//! A series index: an open-addressing table from a series' 32-bit hash to its position in a
+//! vector of entries (the aggregator's, and the flush state's counters and gauges).
 //!
 //! A slot holds the hash next to the position, so a lookup touches one 8-byte slot (usually in
 //! cache: 8 bytes per slot, at most half the slots used) and then the one entry whose hash
