@@ -94,9 +94,29 @@ struct Collector<'a> {
     duplicates: usize,
 }
 
-/// Renders every batch. Linear in the number of datapoints and labels: families and duplicate
-/// series are found by hashing, and samples are grouped by family with a counting sort.
+/// Renders every batch into one buffer.
 pub(super) fn render(batches: &[Arc<MetricBatch>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    render_chunks(batches, usize::MAX, &mut |chunk| {
+        if out.is_empty() {
+            out = chunk;
+        } else {
+            out.extend_from_slice(&chunk);
+        }
+        true
+    });
+    out
+}
+
+/// Renders every batch, handing the text to `emit` in chunks of about `chunk` bytes, so that
+/// the text of a large store is never held whole; stops when `emit` returns false. Linear in
+/// the number of datapoints and labels: families and duplicate series are found by hashing,
+/// and samples are grouped by family with a counting sort.
+pub(super) fn render_chunks(
+    batches: &[Arc<MetricBatch>],
+    chunk: usize,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) {
     let mut ordered: Vec<&MetricBatch> = batches.iter().map(|b| &**b).collect();
     ordered.sort_by(|a, b| (a.source, &a.container_id).cmp(&(b.source, &b.container_id)));
     let points = ordered.iter().map(|b| b.points.len()).sum();
@@ -123,7 +143,7 @@ pub(super) fn render(batches: &[Arc<MetricBatch>]) -> Vec<u8> {
             "/metrics: datapoints left out after name sanitising"
         );
     }
-    c.write()
+    c.write(chunk, emit);
 }
 
 impl<'a> Collector<'a> {
@@ -304,7 +324,7 @@ impl<'a> Collector<'a> {
         }
     }
 
-    fn write(self) -> Vec<u8> {
+    fn write(self, chunk: usize, emit: &mut dyn FnMut(Vec<u8>) -> bool) {
         // Counting sort of the series by family, keeping their order within a family.
         let mut offsets: Vec<u32> = Vec::with_capacity(self.families.len() + 1);
         let mut at = 0u32;
@@ -373,7 +393,9 @@ impl<'a> Collector<'a> {
         }
         bounds.push(unions.len());
 
-        let mut out = Vec::with_capacity(estimate);
+        // Room for a chunk and the series that goes past it.
+        let capacity = estimate.min(chunk.saturating_add(4096));
+        let mut out = Vec::with_capacity(capacity);
         let mut slots: Vec<&str> = Vec::new();
         // Per batch, the label block last written for a series without tags, and the union it
         // was written for: the series of that batch without tags in other families with the
@@ -441,9 +463,18 @@ impl<'a> Collector<'a> {
                 out.push(b' ');
                 write_sample_value(&mut out, s.value);
                 out.push(b'\n');
+                if out.len() >= chunk {
+                    if !emit(std::mem::replace(&mut out, Vec::with_capacity(capacity))) {
+                        return;
+                    }
+                    // The label blocks to copy were in the text just handed over.
+                    blocks.fill(None);
+                }
             }
         }
-        out
+        if !out.is_empty() {
+            emit(out);
+        }
     }
 }
 
@@ -502,5 +533,80 @@ impl Hasher for PreHashed {
 
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use corral_model::{SeriesKey, Source};
+
+    use super::*;
+
+    /// Containers whose untagged series copy a label block written before (possibly in a
+    /// chunk already handed over), and tagged ones that cannot.
+    fn batches() -> Vec<Arc<MetricBatch>> {
+        (0..40)
+            .map(|c| {
+                let id = format!("c{c}");
+                let mut points: Vec<Datapoint> = (0..30)
+                    .map(|i| {
+                        Datapoint::new(
+                            SeriesKey::plain(&format!("m{i}")),
+                            Stat::Value,
+                            Unit::None,
+                            (c * i) as f64,
+                        )
+                    })
+                    .collect();
+                points.push(Datapoint::new(
+                    SeriesKey::new("m3", [("k", id.as_str())]),
+                    Stat::Max,
+                    Unit::Bytes,
+                    1.5,
+                ));
+                let mut b = MetricBatch {
+                    source: Source::Container,
+                    container_id: Some(Arc::from(id.as_str())),
+                    dimensions: Arc::new(Dimensions {
+                        container_id: id,
+                        task_name: "web".into(),
+                        ..Dimensions::default()
+                    }),
+                    timestamp: SystemTime::UNIX_EPOCH,
+                    points,
+                };
+                b.sort();
+                Arc::new(b)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_make_the_same_text() {
+        let batches = batches();
+        let whole = render(&batches);
+        assert!(whole.len() > 50_000, "{}", whole.len());
+        for chunk in [1, 100, 4096, 65_536] {
+            let mut parts = Vec::new();
+            render_chunks(&batches, chunk, &mut |c| {
+                parts.push(c);
+                true
+            });
+            assert!(parts.len() > 1 || chunk == 65_536);
+            assert!(parts.iter().all(|p| !p.is_empty()));
+            assert_eq!(parts.concat(), whole, "chunks of {chunk} bytes");
+        }
+    }
+
+    #[test]
+    fn rendering_stops_when_refused() {
+        let mut calls = 0;
+        render_chunks(&batches(), 100, &mut |_| {
+            calls += 1;
+            calls < 3
+        });
+        assert_eq!(calls, 3);
     }
 }
