@@ -35,8 +35,6 @@
 mod exposition;
 mod text;
 
-use std::convert::Infallible;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -51,11 +49,6 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Stores with more datapoints than this are rendered on the blocking pool, so that a scrape
 /// does not stall the other requests sharing its worker thread, and sent as they are rendered.
 const BLOCKING_RENDER_POINTS: usize = 5_000;
-
-/// Bytes of text rendered ahead of the client: a few chunks of this size are held at a time,
-/// however large the exposition (at 100k series it is tens of megabytes).
-const CHUNK_BYTES: usize = 256 * 1024;
-const CHUNKS_AHEAD: usize = 2;
 
 /// GET (and HEAD) `/metrics`; any other method is 405.
 pub(crate) fn route() -> MethodRouter<ApiState> {
@@ -76,23 +69,9 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     let body = if points < BLOCKING_RENDER_POINTS {
         Body::from(render(&batches))
     } else {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_AHEAD);
-        // Rendering stops when the client goes away (the receiver is dropped).
-        let rendering = tokio::task::spawn_blocking(move || {
-            render_chunks(&batches, CHUNK_BYTES, &mut |chunk| {
-                tx.blocking_send(chunk).is_ok()
-            })
-        });
-        tokio::spawn(async move {
-            if let Err(e) = rendering.await {
-                // The response ends short of the exposition; the client sees a broken body.
-                tracing::error!(error = %e, "rendering /metrics failed");
-            }
-        });
-        Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            let chunk = rx.recv().await?;
-            Some((Ok::<_, Infallible>(chunk), rx))
-        }))
+        crate::render::streamed("/metrics", move |chunk, emit| {
+            render_chunks(&batches, chunk, emit)
+        })
     };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],

@@ -11,6 +11,26 @@ use corral_model::{rfc3339_millis, Datapoint, MetricBatch};
 /// `{"datapoints":[...],"dimensions":{...}}`. Counters without samples in the interval are
 /// left out (see `Datapoint::in_interval`); callers answer 204 when none is left.
 pub(crate) fn metrics_body(batch: &MetricBatch, points: &[Datapoint]) -> Vec<u8> {
+    let mut out = Vec::new();
+    metrics_body_chunks(batch, points, usize::MAX, &mut |chunk| {
+        if out.is_empty() {
+            out = chunk;
+        } else {
+            out.extend_from_slice(&chunk);
+        }
+        true
+    });
+    out
+}
+
+/// [`metrics_body`] handed to `emit` in chunks of about `chunk` bytes; stops when `emit`
+/// returns false.
+pub(crate) fn metrics_body_chunks(
+    batch: &MetricBatch,
+    points: &[Datapoint],
+    chunk: usize,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) {
     // Every datapoint carries the batch's timestamp: format it once. The formatter panics on
     // times before 1970, which only a broken clock could produce.
     let timestamp = rfc3339_millis(batch.timestamp.max(UNIX_EPOCH));
@@ -19,7 +39,8 @@ pub(crate) fn metrics_body(batch: &MetricBatch, points: &[Datapoint]) -> Vec<u8>
     let estimate = points
         .iter()
         .fold(256, |n, p| n + fixed + 2 * p.key.encoded().len());
-    let mut out = Vec::with_capacity(estimate);
+    let capacity = estimate.min(chunk.saturating_add(4096));
+    let mut out = Vec::with_capacity(capacity);
     let mut name = String::with_capacity(64);
 
     out.extend_from_slice(b"{\"datapoints\":[");
@@ -43,12 +64,43 @@ pub(crate) fn metrics_body(batch: &MetricBatch, points: &[Datapoint]) -> Vec<u8>
             write_tags(&mut out, p);
         }
         out.push(b'}');
+        if out.len() >= chunk && !emit(std::mem::replace(&mut out, Vec::with_capacity(capacity))) {
+            return;
+        }
     }
     out.extend_from_slice(b"],\"dimensions\":");
     serde_json::to_writer(&mut out, &*batch.dimensions)
         .expect("dimensions have only string keys and a Vec cannot fail to write");
     out.push(b'}');
-    out
+    emit(out);
+}
+
+/// Bytes of a streamed body rendered ahead of the client.
+const CHUNK_BYTES: usize = 256 * 1024;
+const CHUNKS_AHEAD: usize = 2;
+
+/// A response body rendered on the blocking pool and sent as it is rendered, a few chunks of
+/// [`CHUNK_BYTES`] ahead of the client, so that a large body is never held whole. `render`
+/// gets the chunk size and where to hand each chunk; it should stop when that returns false
+/// (the client went away).
+pub(crate) fn streamed<F>(what: &'static str, render: F) -> axum::body::Body
+where
+    F: FnOnce(usize, &mut dyn FnMut(Vec<u8>) -> bool) + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_AHEAD);
+    let rendering = tokio::task::spawn_blocking(move || {
+        render(CHUNK_BYTES, &mut |chunk| tx.blocking_send(chunk).is_ok())
+    });
+    tokio::spawn(async move {
+        if let Err(e) = rendering.await {
+            // The response ends short of its body; the client sees it broken.
+            tracing::error!(error = %e, "rendering {what} failed");
+        }
+    });
+    axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), rx))
+    }))
 }
 
 /// A JSON array of strings.
@@ -159,6 +211,48 @@ pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_make_the_same_body() {
+        use corral_model::{Kind, SeriesKey, Source, Stat, Unit};
+        use std::sync::Arc;
+        let points: Vec<Datapoint> = (0..500)
+            .map(|i| {
+                let key = SeriesKey::new(&format!("m{i}"), [("k", "v\"")]);
+                let p = Datapoint::new(key, Stat::Mean, Unit::None, i as f64);
+                // Every third a counter without samples, which is left out.
+                if i % 3 == 0 {
+                    Datapoint::counter(p.key, 0.0, 5.0)
+                } else {
+                    p.with_kind(Kind::Gauge)
+                }
+            })
+            .collect();
+        let batch = MetricBatch {
+            source: Source::App,
+            container_id: None,
+            dimensions: Arc::default(),
+            timestamp: UNIX_EPOCH,
+            points,
+        };
+        let whole = metrics_body(&batch, &batch.points);
+        serde_json::from_slice::<serde_json::Value>(&whole).expect("JSON");
+        for chunk in [1, 64, 1000] {
+            let mut parts = Vec::new();
+            metrics_body_chunks(&batch, &batch.points, chunk, &mut |c| {
+                parts.push(c);
+                true
+            });
+            assert!(parts.len() > 1);
+            assert_eq!(parts.concat(), whole, "chunks of {chunk} bytes");
+        }
+        let mut calls = 0;
+        metrics_body_chunks(&batch, &batch.points, 64, &mut |_| {
+            calls += 1;
+            calls < 2
+        });
+        assert_eq!(calls, 2);
+    }
 
     fn value(v: f64) -> String {
         let mut out = Vec::new();

@@ -125,13 +125,12 @@ async fn whole_batch(batch: Option<Arc<MetricBatch>>) -> Response {
     if batch.points.len() < BLOCKING_RENDER_POINTS {
         return metrics(&batch, &batch.points);
     }
-    match tokio::task::spawn_blocking(move || metrics(&batch, &batch.points)).await {
-        Ok(res) => res,
-        Err(e) => {
-            tracing::error!(error = %e, "rendering a batch failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+    if !batch.points.iter().any(Datapoint::in_interval) {
+        return no_content();
     }
+    json(render::streamed("a batch", move |chunk, emit| {
+        render::metrics_body_chunks(&batch, &batch.points, chunk, emit)
+    }))
 }
 
 /// A metrics body, or 204 with no body when there are no datapoints (what dcos-metrics
@@ -147,13 +146,13 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn json(body: Vec<u8>) -> Response {
+fn json(body: impl Into<axum::body::Body>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        body,
+        body.into(),
     )
         .into_response()
 }
