@@ -46,29 +46,9 @@ impl Corral {
 
     /// Waits for a log line whose message is `message`.
     pub fn wait_log(&mut self, message: &str, timeout: Duration) -> Value {
-        if let Some(v) = self
-            .seen_logs
-            .iter()
-            .find(|v| v["fields"]["message"] == message)
-        {
-            return v.clone();
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.logs.recv_timeout(left) {
-                Ok(v) => {
-                    self.seen_logs.push(v.clone());
-                    if v["fields"]["message"] == message {
-                        return v;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log {message:?} within {timeout:?}; logs so far: {:#?}",
-                    self.seen_logs
-                ),
-            }
-        }
+        self.wait_log_where(&format!("{message:?}"), timeout, |v| {
+            v["fields"]["message"] == message
+        })
     }
 
     pub fn send(&self, datagram: &str) {
