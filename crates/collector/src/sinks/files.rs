@@ -255,6 +255,12 @@ impl Worker {
             self.close();
         }
         self.opts = opts;
+        self.close_if_full();
+        self.enforce_bounds();
+    }
+
+    /// Closes the open file once it has reached `max_file_bytes`.
+    fn close_if_full(&mut self) {
         if self
             .current
             .as_ref()
@@ -262,7 +268,6 @@ impl Worker {
         {
             self.close();
         }
-        self.enforce_bounds();
     }
 
     fn open(&mut self) -> std::io::Result<&mut Current> {
@@ -318,13 +323,7 @@ impl Worker {
             // Start afresh: the file keeps what was written before.
             self.close();
         }
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.bytes >= self.opts.max_file_bytes)
-        {
-            self.close();
-        }
+        self.close_if_full();
         self.enforce_bounds();
     }
 
