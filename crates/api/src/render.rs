@@ -11,8 +11,13 @@ use corral_model::{rfc3339_millis, Datapoint, MetricBatch};
 /// `{"datapoints":[...],"dimensions":{...}}`. Counters without samples in the interval are
 /// left out (see `Datapoint::in_interval`); callers answer 204 when none is left.
 pub(crate) fn metrics_body(batch: &MetricBatch, points: &[Datapoint]) -> Vec<u8> {
+    whole(|chunk, emit| metrics_body_chunks(batch, points, chunk, emit))
+}
+
+/// What a chunked renderer (see [`streamed`]) writes, in one buffer.
+pub(crate) fn whole(render: impl FnOnce(usize, &mut dyn FnMut(Vec<u8>) -> bool)) -> Vec<u8> {
     let mut out = Vec::new();
-    metrics_body_chunks(batch, points, usize::MAX, &mut |chunk| {
+    render(usize::MAX, &mut |chunk| {
         if out.is_empty() {
             out = chunk;
         } else {

@@ -96,16 +96,7 @@ struct Collector<'a> {
 
 /// Renders every batch into one buffer.
 pub(super) fn render(batches: &[Arc<MetricBatch>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    render_chunks(batches, usize::MAX, &mut |chunk| {
-        if out.is_empty() {
-            out = chunk;
-        } else {
-            out.extend_from_slice(&chunk);
-        }
-        true
-    });
-    out
+    crate::render::whole(|chunk, emit| render_chunks(batches, chunk, emit))
 }
 
 /// Renders every batch, handing the text to `emit` in chunks of about `chunk` bytes, so that
