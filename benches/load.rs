@@ -14,7 +14,7 @@
 //! phase, default 100000; 0 skips it).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -367,17 +367,18 @@ impl Daemon {
     }
 
     fn node_app(&self) -> serde_json::Value {
-        let Ok(mut s) = TcpStream::connect(self.api) else {
+        let url = format!("http://{}/v0/node/app", self.api);
+        let Ok(mut resp) = ureq::get(&url).call() else {
             return serde_json::Value::Null;
         };
-        let _ = write!(
-            s,
-            "GET /v0/node/app HTTP/1.1\r\nHost: corral\r\nConnection: close\r\n\r\n"
-        );
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        serde_json::from_str(body).unwrap_or_default()
+        // Large node batches are sent chunked and can exceed the client's default body limit.
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .unwrap_or_default();
+        serde_json::from_str(&body).unwrap_or_default()
     }
 
     fn self_metric(body: &serde_json::Value, name: &str) -> u64 {
