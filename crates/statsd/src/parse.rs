@@ -6,7 +6,7 @@
 //!
 //! Metric lines are parsed by hand over the bytes of the whole line, with fast-float2 for
 //! numbers; the rarer DogStatsD event and service-check headers use nom. Delimiters are found
-//! by [`scan`]: bit masks for lines of up to 64 bytes, inline 16-byte SSE2 compares beyond
+//! by [`scan`]: bit masks for lines of up to 128 bytes, inline 16-byte SSE2 compares beyond
 //! (memchr's per-call dispatch costs more than these short searches).
 //!
 //! Choices for input the dialect leaves open:
@@ -42,7 +42,7 @@ use crate::line::*;
 
 mod scan;
 
-pub(crate) use scan::{find, Delim, Delims, Masks, Scan};
+pub(crate) use scan::{find, Delim, Delims, Masks, Scan, WideMasks};
 use scan::{find_in, is_ascii};
 
 /// Splits a datagram into its non-empty lines, with a trailing `\r` stripped from each.
@@ -109,6 +109,10 @@ impl std::iter::FusedIterator for Lines<'_> {}
 pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Reject> {
     if line.len() <= Masks::MAX_LEN {
         let masks = Masks::new(line);
+        let line = to_str(line, masks.is_ascii())?;
+        parse_any(line, &masks)
+    } else if line.len() <= WideMasks::MAX_WIDE_LEN {
+        let masks = Masks::wide(line);
         let line = to_str(line, masks.is_ascii())?;
         parse_any(line, &masks)
     } else {
@@ -766,6 +770,90 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Lines of up to 140 bytes: metric lines built from valid and invalid parts, and random
+    /// bytes over the delimiters and a few others.
+    fn assorted_lines() -> Vec<Vec<u8>> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let names = ["a", "", "app.requests.latency_417", "n|x", "\u{e9}t\u{e9}"];
+        let values = ["1", "-1.5", "1:2::3", "", ":", "x", "1e3", "user42"];
+        let types = ["c", "ms", "g", "s", "h", "d", "", "x", "cc"];
+        let fields = [
+            "#env:prod",
+            "#a:b,c",
+            "#",
+            "#,:,",
+            "@0.5",
+            "@2",
+            "c:id",
+            "c:",
+            "T12",
+            "Tx",
+            "",
+            "#region:us-east-1,q:jobs",
+            "#k:\u{fc},\u{e9}",
+        ];
+        let mut lines = Vec::new();
+        for _ in 0..20_000 {
+            let mut line = String::new();
+            line.push_str(names[next(names.len())]);
+            line.push(':');
+            line.push_str(values[next(values.len())]);
+            line.push('|');
+            line.push_str(types[next(types.len())]);
+            for _ in 0..next(4) {
+                line.push('|');
+                line.push_str(fields[next(fields.len())]);
+            }
+            // A long tag to bring the line to any length up to 140.
+            let target = next(141);
+            if line.len() + 3 < target {
+                line.push_str("|#k:");
+                while line.len() < target {
+                    line.push(['x', ',', ':'][next(3)]);
+                }
+            }
+            lines.push(line.into_bytes());
+        }
+        let alphabet = b":|,#@cT1.a\xc3\xa9";
+        for _ in 0..20_000 {
+            let len = next(141);
+            lines.push((0..len).map(|_| alphabet[next(alphabet.len())]).collect());
+        }
+        lines
+    }
+
+    #[test]
+    fn delimiter_finders_agree() {
+        // The masks of short and of wide lines find what the block-by-block search finds.
+        let mut by_masks = [0; 2];
+        let mut tagged = [0; 2];
+        for line in assorted_lines() {
+            let Ok(text) = std::str::from_utf8(&line) else {
+                continue;
+            };
+            let by_scan = parse_any(text, &Scan(&line));
+            if let Ok(Parsed::Metric(parsed)) = &by_scan {
+                tagged[usize::from(line.len() > 64)] += usize::from(!parsed.tags.is_empty());
+            }
+            if line.len() <= Masks::MAX_LEN {
+                assert_eq!(parse_any(text, &Masks::new(&line)), by_scan, "{text:?}");
+                by_masks[0] += 1;
+            }
+            if (64..=WideMasks::MAX_WIDE_LEN).contains(&line.len()) {
+                assert_eq!(parse_any(text, &Masks::wide(&line)), by_scan, "{text:?}");
+                by_masks[1] += 1;
+            }
+        }
+        assert!(by_masks.iter().all(|&n| n > 5_000), "{by_masks:?}");
+        assert!(tagged.iter().all(|&n| n > 1_000), "{tagged:?}");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Lines are a few tens of bytes and the spans between their delimiters a few bytes, so the
 //! cost is in the chain of dependent searches, not in the bytes searched. memchr pays an
 //! indirect call per search; here every search compares whole 16-byte blocks inline (SSE2 on
-//! x86_64), and a line of at most 64 bytes is classified once into bit masks ([`Masks`]),
-//! after which each search is a couple of bit operations.
+//! x86_64), and a line of at most 128 bytes is classified once into bit masks ([`Masks`], 64
+//! bits wide up to 64 bytes and 128 beyond), after which each search is a couple of bit
+//! operations.
 
 /// The delimiters the metric grammar looks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,18 +55,87 @@ impl Delims for Scan<'_> {
     }
 }
 
-/// Where the delimiters of a span of at most 64 bytes are (bit `i` for byte `i`), and whether
-/// all of it is ASCII.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Masks {
-    colon: u64,
-    pipe: u64,
-    comma: u64,
-    /// Not 0 when some byte is not ASCII.
-    high: u32,
+/// One bit per byte of a classified span: `u64` for spans of up to 64 bytes, `u128` for
+/// spans of up to 128.
+pub(crate) trait Bits: Copy {
+    /// The bits at and above `from`; none when `from` is the width or more.
+    fn at_or_after(from: usize) -> Self;
+    fn and(self, other: Self) -> Self;
+    fn or(self, other: Self) -> Self;
+    fn trailing_zeros(self) -> usize;
+    /// Bits `from..end` moved down to bit 0; `end - from < 64`, `from` at most the width.
+    fn window(self, from: usize, end: usize) -> u64;
 }
 
-impl Masks {
+impl Bits for u64 {
+    #[inline(always)]
+    fn at_or_after(from: usize) -> u64 {
+        u64::MAX.checked_shl(from as u32).unwrap_or(0)
+    }
+    #[inline(always)]
+    fn and(self, other: u64) -> u64 {
+        self & other
+    }
+    #[inline(always)]
+    fn or(self, other: u64) -> u64 {
+        self | other
+    }
+    #[inline(always)]
+    fn trailing_zeros(self) -> usize {
+        u64::trailing_zeros(self) as usize
+    }
+    #[inline(always)]
+    fn window(self, from: usize, end: usize) -> u64 {
+        self.checked_shr(from as u32).unwrap_or(0) & !(u64::MAX << (end - from))
+    }
+}
+
+impl Bits for u128 {
+    #[inline(always)]
+    fn at_or_after(from: usize) -> u128 {
+        u128::MAX.checked_shl(from as u32).unwrap_or(0)
+    }
+    #[inline(always)]
+    fn and(self, other: u128) -> u128 {
+        self & other
+    }
+    #[inline(always)]
+    fn or(self, other: u128) -> u128 {
+        self | other
+    }
+    #[inline(always)]
+    fn trailing_zeros(self) -> usize {
+        u128::trailing_zeros(self) as usize
+    }
+    #[inline(always)]
+    fn window(self, from: usize, end: usize) -> u64 {
+        self.checked_shr(from as u32).unwrap_or(0) as u64 & !(u64::MAX << (end - from))
+    }
+}
+
+/// Where the delimiters of a short span are (bit `i` for byte `i`), and whether all of it is
+/// ASCII: [`Masks::new`] for spans of at most 64 bytes, [`Masks::wide`] for at most 128.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Masks<W = u64> {
+    colon: W,
+    pipe: W,
+    comma: W,
+    /// Not 0 when some byte is not ASCII.
+    high: u64,
+}
+
+/// [`Masks`] of a span of up to 128 bytes.
+pub(crate) type WideMasks = Masks<u128>;
+
+impl<W> Masks<W> {
+    /// True when every byte is ASCII.
+    #[inline(always)]
+    pub(crate) fn is_ascii(&self) -> bool {
+        self.high == 0
+    }
+}
+
+impl Masks<u64> {
     pub(crate) const MAX_LEN: usize = 64;
 
     /// Classifies `span`, which must be at most [`Masks::MAX_LEN`] bytes.
@@ -93,7 +163,7 @@ impl Masks {
             colon: join(0),
             pipe: join(1),
             comma: join(2),
-            high: head[3] | tail[3],
+            high: u64::from(head[3] | tail[3]),
         }
     }
 
@@ -117,34 +187,47 @@ impl Masks {
         }
         mask
     }
+}
 
-    /// True when every byte is ASCII.
+impl Masks<u128> {
+    pub(crate) const MAX_WIDE_LEN: usize = 128;
+
+    /// Classifies `span`, of 64 to [`WideMasks::MAX_WIDE_LEN`] bytes, as [`Masks::new`] does a
+    /// shorter one: two spans of 64 bytes, one from each end.
     #[inline(always)]
-    pub(crate) fn is_ascii(&self) -> bool {
-        self.high == 0
+    pub(crate) fn wide(span: &[u8]) -> WideMasks {
+        let len = span.len();
+        assert!((64..=Self::MAX_WIDE_LEN).contains(&len));
+        let head = classify64(span, 0);
+        let tail = classify64(span, len - 64);
+        let at = len - 64;
+        let join = |i: usize| u128::from(head[i]) | u128::from(tail[i]) << at;
+        Masks {
+            colon: join(0),
+            pipe: join(1),
+            comma: join(2),
+            high: head[3] | tail[3],
+        }
     }
 }
 
-impl Delims for Masks {
+impl<W: Bits> Delims for Masks<W> {
     #[inline(always)]
     fn find(&self, from: usize, end: usize, delim: Delim) -> usize {
         let mask = match delim {
             Delim::Colon => self.colon,
             Delim::Pipe => self.pipe,
             Delim::Comma => self.comma,
-            Delim::ColonOrPipe => self.colon | self.pipe,
+            Delim::ColonOrPipe => self.colon.or(self.pipe),
         };
-        // `from` is at most 64, which `checked_shl` maps to an empty mask.
-        let at_or_after = mask & u64::MAX.checked_shl(from as u32).unwrap_or(0);
-        (at_or_after.trailing_zeros() as usize).min(end)
+        // `from` is at most the length, which `at_or_after` maps to an empty mask at the width.
+        (mask.and(W::at_or_after(from)).trailing_zeros()).min(end)
     }
 
     #[inline(always)]
     fn commas_colons(&self, from: usize, end: usize) -> (u64, u64) {
         debug_assert!(from <= end && end - from < 64);
-        let within =
-            |mask: u64| mask.checked_shr(from as u32).unwrap_or(0) & !(u64::MAX << (end - from));
-        (within(self.comma), within(self.colon))
+        (self.comma.window(from, end), self.colon.window(from, end))
     }
 }
 
@@ -204,6 +287,14 @@ fn classify32(span: &[u8], at: usize) -> [u32; 4] {
     let lo = classify16(chunk(span, at));
     let hi = classify16(chunk(span, at + 16));
     [0, 1, 2, 3].map(|i| lo[i] | hi[i] << 16)
+}
+
+/// [`classify16`] of the 64 bytes of `span` from `at`.
+#[inline(always)]
+fn classify64(span: &[u8], at: usize) -> [u64; 4] {
+    let lo = classify32(span, at);
+    let hi = classify32(span, at + 32);
+    [0, 1, 2, 3].map(|i| u64::from(lo[i]) | u64::from(hi[i]) << 32)
 }
 
 /// Bit `i` set when byte `i` of `chunk` is not ASCII.
@@ -401,6 +492,37 @@ mod tests {
             let end = from + 50;
             let expect = (naive(&span[from..end], b','), naive(&span[from..end], b':'));
             assert_eq!(Scan(span).commas_colons(from, end), expect);
+        }
+    }
+
+    #[test]
+    fn wide_masks_match_a_plain_search() {
+        let hay = hay(300);
+        let naive_mask = |span: &[u8], c: u8| {
+            span.iter()
+                .enumerate()
+                .fold(0u64, |m, (i, &b)| m | u64::from(b == c) << i)
+        };
+        for start in 0..16 {
+            for len in 64..=WideMasks::MAX_WIDE_LEN {
+                let span = &hay[start * 7..start * 7 + len];
+                let masks = Masks::wide(span);
+                assert_eq!(masks.is_ascii(), span.is_ascii());
+                for from in 0..=len {
+                    for end in (from..=len).step_by(5).chain([len]) {
+                        for delim in DELIMS {
+                            assert_eq!(masks.find(from, end, delim), naive(span, from, end, delim));
+                        }
+                    }
+                    for end in from..=len.min(from + 63) {
+                        let expect = (
+                            naive_mask(&span[from..end], b','),
+                            naive_mask(&span[from..end], b':'),
+                        );
+                        assert_eq!(masks.commas_colons(from, end), expect);
+                    }
+                }
+            }
         }
     }
 
