@@ -222,7 +222,7 @@ fn parse_metric<'a, D: Delims>(line: &'a str, d: &D) -> Result<Line<'a>, Reject>
     }
     let type_start = value_end + 1;
     let type_end = d.find(type_start, len, Delim::Pipe);
-    let kind = metric_type(&b[type_start..type_end])?;
+    let kind = metric_type(b, type_start, type_end)?;
     // A set member is any non-empty text, already checked above.
     let single = if kind != MetricType::Set {
         check_numbers(b, d, value_start, value_end)?
@@ -261,17 +261,42 @@ fn check_name(name: &str) -> Result<(), Reject> {
     }
 }
 
-#[inline]
-fn metric_type(ty: &[u8]) -> Result<MetricType, Reject> {
-    Ok(match ty {
-        b"c" => MetricType::Counter,
-        b"g" => MetricType::Gauge,
-        b"ms" => MetricType::Timer,
-        b"h" => MetricType::Histogram,
-        b"d" => MetricType::Distribution,
-        b"s" => MetricType::Set,
-        _ => return Err(Reject::UnknownType),
-    })
+/// The metric types in discriminant order.
+const TYPES: [MetricType; 6] = [
+    MetricType::Counter,
+    MetricType::Gauge,
+    MetricType::Timer,
+    MetricType::Histogram,
+    MetricType::Distribution,
+    MetricType::Set,
+];
+
+/// For each byte, 1 + the discriminant of the one-byte type it names, else 0.
+const ONE_BYTE_TYPES: [u8; 256] = {
+    let mut table = [0; 256];
+    table[b'c' as usize] = MetricType::Counter as u8 + 1;
+    table[b'g' as usize] = MetricType::Gauge as u8 + 1;
+    table[b'h' as usize] = MetricType::Histogram as u8 + 1;
+    table[b'd' as usize] = MetricType::Distribution as u8 + 1;
+    table[b's' as usize] = MetricType::Set as u8 + 1;
+    table
+};
+
+/// The type named by `b[start..end]`. Computed from a table and compares rather than by
+/// branching on the bytes: the types of successive lines vary, and a mispredicted branch costs
+/// more than the whole lookup.
+#[inline(always)]
+fn metric_type(b: &[u8], start: usize, end: usize) -> Result<MetricType, Reject> {
+    let n = end - start;
+    let first = b.get(start).copied().unwrap_or(0);
+    let second = b.get(start + 1).copied().unwrap_or(0);
+    let one_byte = ONE_BYTE_TYPES[usize::from(first)] * u8::from(n == 1);
+    let timer = (MetricType::Timer as u8 + 1)
+        * (u8::from(n == 2) & u8::from(first == b'm') & u8::from(second == b's'));
+    match (one_byte | timer).checked_sub(1) {
+        Some(i) => Ok(TYPES[usize::from(i)]),
+        None => Err(Reject::UnknownType),
+    }
 }
 
 /// Validates the non-empty numeric value section `b[start..end]`: packed slots, empty ones
@@ -654,9 +679,56 @@ mod tests {
 
     #[test]
     fn types() {
-        assert_eq!(metric_type(b"ms"), Ok(MetricType::Timer));
-        for bad in [&b""[..], b"C", b"t", b"e", b"msx", b"cc", b" c"] {
-            assert_eq!(metric_type(bad), Err(Reject::UnknownType));
+        let of = |ty: &[u8]| metric_type(ty, 0, ty.len());
+        for (ty, kind) in [
+            (&b"c"[..], MetricType::Counter),
+            (b"g", MetricType::Gauge),
+            (b"ms", MetricType::Timer),
+            (b"h", MetricType::Histogram),
+            (b"d", MetricType::Distribution),
+            (b"s", MetricType::Set),
+        ] {
+            assert_eq!(of(ty), Ok(kind));
+            // Only `start..end` is looked at.
+            let line = [b"x|", ty, b"|c"].concat();
+            assert_eq!(metric_type(&line, 2, 2 + ty.len()), Ok(kind));
+        }
+        for bad in [
+            &b""[..],
+            b"C",
+            b"t",
+            b"e",
+            b"m",
+            b"msx",
+            b"cc",
+            b" c",
+            b"sm",
+            b"mm",
+            b"ss",
+            b"c\0",
+        ] {
+            assert_eq!(of(bad), Err(Reject::UnknownType), "{bad:?}");
+        }
+        // Every byte pair, against a plain match.
+        for first in 0..=255u8 {
+            for second in 0..=255u8 {
+                let pair = [first, second];
+                let expect = match &pair[..] {
+                    b"ms" => Ok(MetricType::Timer),
+                    _ => Err(Reject::UnknownType),
+                };
+                assert_eq!(of(&pair), expect);
+                assert_eq!(metric_type(&pair, 0, 1), of(&pair[..1]));
+            }
+            let expect = match first {
+                b'c' => Ok(MetricType::Counter),
+                b'g' => Ok(MetricType::Gauge),
+                b'h' => Ok(MetricType::Histogram),
+                b'd' => Ok(MetricType::Distribution),
+                b's' => Ok(MetricType::Set),
+                _ => Err(Reject::UnknownType),
+            };
+            assert_eq!(of(&[first]), expect);
         }
     }
 
