@@ -1,13 +1,15 @@
 //! Aggregator throughput: samples/s added to one receive thread's aggregator, on realistic
-//! pre-parsed lines (~40 bytes; counters, timers, gauges, a few sets), for 1k and 100k
+//! pre-parsed lines (~40 bytes, 20 to a datagram; counters, timers, gauges, a few sets), for 1k and 100k
 //! distinct series, with and without tags; plus the cost of a flush.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_statsd::{parse, Aggregator, AggregatorConfig, Batcher, FlushState, Parsed};
+use corral_statsd::{lines, parse, Aggregator, AggregatorConfig, Batcher, FlushState, Parsed};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+const LINES_PER_DATAGRAM: usize = 20;
 
 fn xorshift(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
@@ -52,12 +54,17 @@ fn bench_add(c: &mut Criterion) {
         .sample_size(20);
     for series in [1_000usize, 10_000, 100_000] {
         for tagged in [false, true] {
-            let lines = make_lines(series, tagged, 200_000);
-            let parsed: Vec<_> = lines
+            // Packed 20 to a datagram, as they arrive: the lines of a datagram are contiguous.
+            let datagrams: Vec<String> = make_lines(series, tagged, 200_000)
+                .chunks(LINES_PER_DATAGRAM)
+                .map(|c| c.join("\n"))
+                .collect();
+            let parsed: Vec<_> = datagrams
                 .iter()
-                .map(|l| match parse(l.as_bytes()) {
+                .flat_map(|d| lines(d.as_bytes()))
+                .map(|l| match parse(l) {
                     Ok(Parsed::Metric(m)) => m,
-                    other => panic!("{l}: {other:?}"),
+                    other => panic!("{}: {other:?}", String::from_utf8_lossy(l)),
                 })
                 .collect();
             let config = Arc::new(AggregatorConfig::default());
