@@ -18,15 +18,35 @@ fn xorshift(seed: &mut u64) -> u64 {
     *seed
 }
 
-fn make_lines(series: usize, tagged: bool, count: usize) -> Vec<String> {
+/// The tags of the lines.
+#[derive(Clone, Copy)]
+enum Tagging {
+    None,
+    /// The same two tags on every line (a service's environment and zone).
+    Shared,
+    /// A tag set of each series' own (e.g. an instance id): as many tag sets as series.
+    PerSeries,
+}
+
+impl Tagging {
+    fn id(self) -> &'static str {
+        match self {
+            Tagging::None => "",
+            Tagging::Shared => "_tagged",
+            Tagging::PerSeries => "_tagged_per_series",
+        }
+    }
+}
+
+fn make_lines(series: usize, tagging: Tagging, count: usize) -> Vec<String> {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     (0..count)
         .map(|_| {
             let s = xorshift(&mut seed) as usize % series;
-            let tags = if tagged {
-                "|#env:prod,az:us-east-1b"
-            } else {
-                ""
+            let tags = match tagging {
+                Tagging::None => String::new(),
+                Tagging::Shared => "|#env:prod,az:us-east-1b".to_string(),
+                Tagging::PerSeries => format!("|#env:prod,instance:i-{s:05}"),
             };
             match xorshift(&mut seed) % 100 {
                 0..=59 => format!("web.checkout.svc{s:05}.requests:1|c{tags}"),
@@ -53,9 +73,9 @@ fn bench_add(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4))
         .sample_size(20);
     for series in [1_000usize, 10_000, 100_000] {
-        for tagged in [false, true] {
+        for tagging in [Tagging::None, Tagging::Shared, Tagging::PerSeries] {
             // Packed 20 to a datagram, as they arrive: the lines of a datagram are contiguous.
-            let datagrams: Vec<String> = make_lines(series, tagged, 200_000)
+            let datagrams: Vec<String> = make_lines(series, tagging, 200_000)
                 .chunks(LINES_PER_DATAGRAM)
                 .map(|c| c.join("\n"))
                 .collect();
@@ -75,7 +95,7 @@ fn bench_add(c: &mut Criterion) {
             }
             agg.take_interval();
             group.throughput(Throughput::Elements(parsed.len() as u64));
-            let id = format!("{series}_series{}", if tagged { "_tagged" } else { "" });
+            let id = format!("{series}_series{}", tagging.id());
             // Each pass over the lines is one interval: timed while adding, then handed over
             // (untimed), so that timers stay in exact mode as they would at a real flush rate.
             group.bench_function(&id, |b| {
@@ -120,7 +140,7 @@ fn bench_flush(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4))
         .sample_size(10);
     for series in [1_000usize, 100_000] {
-        let lines = make_lines(series, true, series * 4);
+        let lines = make_lines(series, Tagging::Shared, series * 4);
         group.throughput(Throughput::Elements(series as u64));
         group.bench_function(format!("{series}_series"), |b| {
             let config = Arc::new(AggregatorConfig::default());

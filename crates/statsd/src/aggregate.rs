@@ -23,9 +23,11 @@ use crate::sketch::{Hll, Sketch};
 
 mod flush;
 mod index;
+mod tags;
 
 pub use flush::{FlushOutput, FlushState, Partial, PartialAcc};
 use index::{prefetch, Index};
+use tags::TagCache;
 
 /// Past this many samples of one series in one interval, a sketch takes over.
 pub const EXACT_SAMPLES: usize = 10_000;
@@ -606,6 +608,7 @@ pub struct Aggregator {
     index: Index,
     hasher: foldhash::fast::RandomState,
     containers: Containers,
+    tag_cache: TagCache,
     /// Reused buffer for the encoded keys of the lines being added.
     scratch: String,
     generation: u32,
@@ -644,23 +647,6 @@ fn hash_key(
     h.write(encoded.as_bytes());
     let h = h.finish();
     (h ^ (h >> 32)) as u32
-}
-
-/// Appends `name` and the sorted, de-duplicated tags in the [`SeriesKey`] layout to `out`.
-fn encode_key(out: &mut String, name: &str, tags: Tags<'_>) {
-    out.push_str(name);
-    if tags.is_empty() {
-        return;
-    }
-    let mut sorted: SmallVec<[(&str, &str); 16]> = tags.iter().collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    for (k, v) in sorted {
-        out.push('\n');
-        out.push_str(k);
-        out.push(':');
-        out.push_str(v);
-    }
 }
 
 /// Adds the samples of a line (its `values`, at sample rate `rate`) to `acc`.
@@ -713,6 +699,7 @@ impl Aggregator {
             index: Index::new(),
             hasher: foldhash::fast::RandomState::default(),
             containers: Containers::new(),
+            tag_cache: TagCache::new(),
             scratch: String::with_capacity(4096),
             generation: 0,
             series_dropped: 0,
@@ -854,7 +841,7 @@ impl Aggregator {
 
     /// Encodes the key of a line after what `keys` holds and hashes it.
     fn prepare(
-        &self,
+        &mut self,
         keys: &mut String,
         name: &str,
         tags: Tags<'_>,
@@ -862,7 +849,7 @@ impl Aggregator {
         kind: MetricType,
     ) -> Lookup {
         let start = keys.len();
-        encode_key(keys, name, tags);
+        self.tag_cache.encode_key(keys, name, tags);
         let end = keys.len();
         let container = self.containers.find(container);
         Lookup {
