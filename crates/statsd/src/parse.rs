@@ -289,7 +289,12 @@ const ONE_BYTE_TYPES: [u8; 256] = {
 fn metric_type(b: &[u8], start: usize, end: usize) -> Result<MetricType, Reject> {
     let n = end - start;
     let first = b.get(start).copied().unwrap_or(0);
-    let second = b.get(start + 1).copied().unwrap_or(0);
+    // Read in bounds whether or not the type has a second byte (a type ending the line has
+    // none), so that which it is takes no branch; the byte only counts when `n == 2`.
+    let second = b
+        .get((start + 1).min(b.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0);
     let one_byte = ONE_BYTE_TYPES[usize::from(first)] * u8::from(n == 1);
     let timer = (MetricType::Timer as u8 + 1)
         * (u8::from(n == 2) & u8::from(first == b'm') & u8::from(second == b's'));
