@@ -388,7 +388,18 @@ impl<'a> SectionIter<'a> {
         // `start` is below 64 (a tag ends at or after it).
         let colon = ((self.colons & u64::MAX << start).trailing_zeros() as usize).min(end);
         let value_start = (colon + 1).min(end);
-        Some((&self.text[start..colon], &self.text[value_start..end]))
+        debug_assert!(start <= colon && colon <= value_start && value_start <= end);
+        debug_assert!(end <= self.text.len());
+        // SAFETY: `start <= colon <= value_start <= end <= text.len()` as computed above, from
+        // masks of `text`'s bytes; each bound is 0, the end of `text`, or at or after an ASCII
+        // `,` or `:`, so on a character boundary. Checked slicing would branch on whether a
+        // bound is 0 or the end, which varies from tag to tag.
+        unsafe {
+            Some((
+                self.text.get_unchecked(start..colon),
+                self.text.get_unchecked(value_start..end),
+            ))
+        }
     }
 }
 
