@@ -216,15 +216,19 @@ fn parse_short_decimal(s: &[u8]) -> Option<f64> {
 fn parse_metric<'a, D: Delims>(line: &'a str, d: &D) -> Result<Line<'a>, Reject> {
     let b = line.as_bytes();
     let len = b.len();
-    let colon = d.find(0, len, Delim::ColonOrPipe);
-    if colon == len || b[colon] != b':' {
+    // The name ends at the first `:`, which no `|` may precede: the value then ends at the
+    // first `|` and the type at the second, and the value holds another `:` when the second
+    // one comes before its end. All four are found at once.
+    let (colon, second_colon) = d.first_two(len, Delim::Colon);
+    let (pipe, second_pipe) = d.first_two(len, Delim::Pipe);
+    if colon >= pipe {
         return Err(Reject::NoValue);
     }
     let name = &line[..colon];
     check_name(name)?;
 
     let value_start = colon + 1;
-    let value_end = d.find(value_start, len, Delim::Pipe);
+    let value_end = pipe;
     if value_end == value_start {
         return Err(Reject::NoValue);
     }
@@ -232,11 +236,11 @@ fn parse_metric<'a, D: Delims>(line: &'a str, d: &D) -> Result<Line<'a>, Reject>
         return Err(Reject::UnknownType);
     }
     let type_start = value_end + 1;
-    let type_end = d.find(type_start, len, Delim::Pipe);
+    let type_end = second_pipe;
     let kind = metric_type(b, type_start, type_end)?;
     // A set member is any non-empty text, already checked above.
     let single = if kind != MetricType::Set {
-        check_numbers(b, d, value_start, value_end)?
+        check_numbers(b, d, value_start, value_end, second_colon > value_end)?
     } else {
         None
     };
@@ -316,15 +320,22 @@ fn metric_type(b: &[u8], start: usize, end: usize) -> Result<MetricType, Reject>
 }
 
 /// Validates the non-empty numeric value section `b[start..end]`: packed slots, empty ones
-/// skipped, at least one present. Must accept exactly what `ValuesIter` yields.
+/// skipped, at least one present. Must accept exactly what `ValuesIter` yields. Returns the
+/// value when the section is exactly one number; `one_slot` says the section holds no `:`.
 #[inline(always)]
-/// Checks every packed value; returns the value when the section is exactly one number.
 fn check_numbers<D: Delims>(
     b: &[u8],
     d: &D,
     start: usize,
     end: usize,
+    one_slot: bool,
 ) -> Result<Option<f64>, Reject> {
+    if one_slot {
+        return match parse_number_in(b, start, end) {
+            Some(v) => Ok(Some(v)),
+            None => Err(Reject::BadValue),
+        };
+    }
     let mut any = false;
     let mut slot = start;
     loop {
@@ -750,7 +761,10 @@ mod tests {
 
     #[test]
     fn packed_slots() {
-        let check = |raw: &[u8]| check_numbers(raw, &Scan(raw), 0, raw.len());
+        let check = |raw: &[u8]| {
+            let one_slot = !raw.contains(&b':');
+            check_numbers(raw, &Scan(raw), 0, raw.len(), one_slot)
+        };
         assert_eq!(check(b"1:2:3"), Ok(None));
         assert_eq!(check(b"1::2:"), Ok(None));
         assert_eq!(check(b":1"), Ok(None));
@@ -761,8 +775,13 @@ mod tests {
         assert_eq!(check(b"x::"), Err(Reject::BadValue));
         // Only `start..end` is looked at.
         let b = b"a:1:2|x:y";
-        assert_eq!(check_numbers(b, &Scan(b), 2, 5), Ok(None));
-        assert_eq!(check_numbers(b, &Masks::new(b), 2, 5), Ok(None));
+        assert_eq!(check_numbers(b, &Scan(b), 2, 5, false), Ok(None));
+        assert_eq!(check_numbers(b, &Masks::new(b), 2, 5, false), Ok(None));
+        assert_eq!(check_numbers(b, &Masks::new(b), 2, 3, true), Ok(Some(1.0)));
+        assert_eq!(
+            check_numbers(b"a:x|c", &Scan(b"a:x|c"), 2, 3, true),
+            Err(Reject::BadValue)
+        );
     }
 
     #[test]

@@ -13,18 +13,15 @@ pub(crate) enum Delim {
     Colon,
     Pipe,
     Comma,
-    /// `:` or `|`, whichever comes first (the end of a name).
-    ColonOrPipe,
 }
 
 impl Delim {
     #[inline(always)]
-    fn bytes(self) -> (u8, u8) {
+    fn byte(self) -> u8 {
         match self {
-            Delim::Colon => (b':', b':'),
-            Delim::Pipe => (b'|', b'|'),
-            Delim::Comma => (b',', b','),
-            Delim::ColonOrPipe => (b':', b'|'),
+            Delim::Colon => b':',
+            Delim::Pipe => b'|',
+            Delim::Comma => b',',
         }
     }
 }
@@ -36,6 +33,19 @@ pub(crate) trait Delims {
 
     /// The `,` and `:` masks of `from..end`, fewer than 64 bytes: bit `i` for byte `from + i`.
     fn commas_colons(&self, from: usize, end: usize) -> (u64, u64);
+
+    /// The first and the second index holding `delim`, each `len` (the line's length) when
+    /// there is no such.
+    #[inline(always)]
+    fn first_two(&self, len: usize, delim: Delim) -> (usize, usize) {
+        let first = self.find(0, len, delim);
+        let second = if first < len {
+            self.find(first + 1, len, delim)
+        } else {
+            len
+        };
+        (first, second)
+    }
 }
 
 /// Searches a line of any length block by block.
@@ -44,8 +54,7 @@ pub(crate) struct Scan<'a>(pub(crate) &'a [u8]);
 impl Delims for Scan<'_> {
     #[inline(always)]
     fn find(&self, from: usize, end: usize, delim: Delim) -> usize {
-        let (a, b) = delim.bytes();
-        find_either_in(self.0, from, end, a, b)
+        find_in(self.0, from, end, delim.byte())
     }
 
     #[inline(always)]
@@ -61,13 +70,18 @@ pub(crate) trait Bits: Copy {
     /// The bits at and above `from`; none when `from` is the width or more.
     fn at_or_after(from: usize) -> Self;
     fn and(self, other: Self) -> Self;
-    fn or(self, other: Self) -> Self;
     fn trailing_zeros(self) -> usize;
     /// Bits `from..end` moved down to bit 0; `end - from < 64`, `from` at most the width.
     fn window(self, from: usize, end: usize) -> u64;
+    /// Without its lowest set bit.
+    fn clear_lowest(self) -> Self;
 }
 
 impl Bits for u64 {
+    #[inline(always)]
+    fn clear_lowest(self) -> u64 {
+        self & self.wrapping_sub(1)
+    }
     #[inline(always)]
     fn at_or_after(from: usize) -> u64 {
         u64::MAX.checked_shl(from as u32).unwrap_or(0)
@@ -75,10 +89,6 @@ impl Bits for u64 {
     #[inline(always)]
     fn and(self, other: u64) -> u64 {
         self & other
-    }
-    #[inline(always)]
-    fn or(self, other: u64) -> u64 {
-        self | other
     }
     #[inline(always)]
     fn trailing_zeros(self) -> usize {
@@ -92,16 +102,16 @@ impl Bits for u64 {
 
 impl Bits for u128 {
     #[inline(always)]
+    fn clear_lowest(self) -> u128 {
+        self & self.wrapping_sub(1)
+    }
+    #[inline(always)]
     fn at_or_after(from: usize) -> u128 {
         u128::MAX.checked_shl(from as u32).unwrap_or(0)
     }
     #[inline(always)]
     fn and(self, other: u128) -> u128 {
         self & other
-    }
-    #[inline(always)]
-    fn or(self, other: u128) -> u128 {
-        self | other
     }
     #[inline(always)]
     fn trailing_zeros(self) -> usize {
@@ -218,7 +228,6 @@ impl<W: Bits> Delims for Masks<W> {
             Delim::Colon => self.colon,
             Delim::Pipe => self.pipe,
             Delim::Comma => self.comma,
-            Delim::ColonOrPipe => self.colon.or(self.pipe),
         };
         // `from` is at most the length, which `at_or_after` maps to an empty mask at the width.
         (mask.and(W::at_or_after(from)).trailing_zeros()).min(end)
@@ -228,6 +237,20 @@ impl<W: Bits> Delims for Masks<W> {
     fn commas_colons(&self, from: usize, end: usize) -> (u64, u64) {
         debug_assert!(from <= end && end - from < 64);
         (self.comma.window(from, end), self.colon.window(from, end))
+    }
+
+    /// Both from the mask at once, rather than the second after the first.
+    #[inline(always)]
+    fn first_two(&self, len: usize, delim: Delim) -> (usize, usize) {
+        let mask = match delim {
+            Delim::Colon => self.colon,
+            Delim::Pipe => self.pipe,
+            Delim::Comma => self.comma,
+        };
+        (
+            mask.trailing_zeros().min(len),
+            mask.clear_lowest().trailing_zeros().min(len),
+        )
     }
 }
 
@@ -426,14 +449,13 @@ mod tests {
     }
 
     fn naive(span: &[u8], from: usize, end: usize, delim: Delim) -> usize {
-        let (a, b) = delim.bytes();
         span[from..end]
             .iter()
-            .position(|&c| c == a || c == b)
+            .position(|&c| c == delim.byte())
             .map_or(end, |i| from + i)
     }
 
-    const DELIMS: [Delim; 4] = [Delim::Colon, Delim::Pipe, Delim::Comma, Delim::ColonOrPipe];
+    const DELIMS: [Delim; 3] = [Delim::Colon, Delim::Pipe, Delim::Comma];
 
     #[test]
     fn padding() {
