@@ -220,7 +220,7 @@ fn parse_metric<'a, D: Delims>(line: &'a str, d: &D) -> Result<Line<'a>, Reject>
     // first `|` and the type at the second, and the value holds another `:` when the second
     // one comes before its end. All four are found at once.
     let (colon, second_colon) = d.first_two(len, Delim::Colon);
-    let (pipe, second_pipe) = d.first_two(len, Delim::Pipe);
+    let (pipe, second_pipe, third_pipe) = d.first_three(len, Delim::Pipe);
     if colon >= pipe {
         return Err(Reject::NoValue);
     }
@@ -260,7 +260,15 @@ fn parse_metric<'a, D: Delims>(line: &'a str, d: &D) -> Result<Line<'a>, Reject>
         timestamp: None,
     };
     if type_end < len {
-        metric_fields(line, d, type_end + 1, &mut out)?;
+        let field = type_end + 1;
+        if third_pipe == len && b.get(field) == Some(&b'#') && len - field <= SHORT_SECTION {
+            // One short `#` field, the line's last (the common tagged line): what
+            // `metric_fields` would find, without its walk.
+            let (commas, colons) = d.commas_colons(field + 1, len);
+            out.tags = Tags::in_section(&line[field + 1..], commas, colons);
+        } else {
+            metric_fields(line, d, field, &mut out)?;
+        }
     }
     Ok(out)
 }

@@ -46,6 +46,18 @@ pub(crate) trait Delims {
         };
         (first, second)
     }
+
+    /// The first three indexes holding `delim`, as [`Delims::first_two`].
+    #[inline(always)]
+    fn first_three(&self, len: usize, delim: Delim) -> (usize, usize, usize) {
+        let (first, second) = self.first_two(len, delim);
+        let third = if second < len {
+            self.find(second + 1, len, delim)
+        } else {
+            len
+        };
+        (first, second, third)
+    }
 }
 
 /// Searches a line of any length block by block.
@@ -250,6 +262,21 @@ impl<W: Bits> Delims for Masks<W> {
         (
             mask.trailing_zeros().min(len),
             mask.clear_lowest().trailing_zeros().min(len),
+        )
+    }
+
+    #[inline(always)]
+    fn first_three(&self, len: usize, delim: Delim) -> (usize, usize, usize) {
+        let mask = match delim {
+            Delim::Colon => self.colon,
+            Delim::Pipe => self.pipe,
+            Delim::Comma => self.comma,
+        };
+        let after_first = mask.clear_lowest();
+        (
+            mask.trailing_zeros().min(len),
+            after_first.trailing_zeros().min(len),
+            after_first.clear_lowest().trailing_zeros().min(len),
         )
     }
 }
