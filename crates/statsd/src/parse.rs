@@ -107,7 +107,7 @@ impl<'a> Iterator for Lines<'a> {
 impl std::iter::FusedIterator for Lines<'_> {}
 
 /// Parses one line (without its `\n`).
-#[inline]
+#[inline(always)]
 pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Reject> {
     if line.len() <= Masks::MAX_LEN {
         let masks = Masks::new(line);
