@@ -15,3 +15,22 @@ pub use aggregate::{
 };
 pub use line::{Event, Line, MetricType, Parsed, Reject, ServiceCheck, Tags, Value, Values};
 pub use parse::{lines, parse};
+
+/// A deterministic pseudo-random sequence (xorshift64) for the unit tests' generated inputs.
+#[cfg(test)]
+pub(crate) struct Xorshift(u64);
+
+#[cfg(test)]
+impl Xorshift {
+    /// `seed` must not be 0.
+    pub(crate) fn new(seed: u64) -> Self {
+        Xorshift(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}

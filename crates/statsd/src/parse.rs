@@ -645,13 +645,8 @@ mod tests {
 
     #[test]
     fn short_decimals_match_fast_float() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::Xorshift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         let mut checked = 0;
         for _ in 0..200_000 {
             let digits = 1 + next() % 17;
@@ -820,18 +815,12 @@ mod tests {
                 .collect();
             all.extend(last.iter().cloned());
         }
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = crate::Xorshift::new(0x2545_f491_4f6c_dd1d);
         for _ in 0..2000 {
             let mut s = String::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let len = (state % 80) as usize;
+            let len = (rng.next() % 80) as usize;
             while s.len() < len {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                s.push_str(alphabet[(state % 7).min(3) as usize]);
+                s.push_str(alphabet[(rng.next() % 7).min(3) as usize]);
             }
             all.push(s);
         }
@@ -890,13 +879,8 @@ mod tests {
     /// Lines of up to 140 bytes: metric lines built from valid and invalid parts, and random
     /// bytes over the delimiters and a few others.
     fn assorted_lines() -> Vec<Vec<u8>> {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::Xorshift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: usize| (rng.next() % n as u64) as usize;
         let names = ["a", "", "app.requests.latency_417", "n|x", "\u{e9}t\u{e9}"];
         let values = ["1", "-1.5", "1:2::3", "", ":", "x", "1e3", "user42"];
         let types = ["c", "ms", "g", "s", "h", "d", "", "x", "cc"];

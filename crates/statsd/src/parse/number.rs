@@ -143,20 +143,13 @@ mod tests {
         // nothing else.
         let alphabet = b"019.-+e:";
         let base = alphabet.len() as u64;
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::Xorshift::new(0x9e37_79b9_7f4a_7c15);
         let mut checked = 0;
         let mut value = Vec::new();
         for n in 1..=9u32 {
             let all = base.pow(n);
             for i in 0..all.min(20_000) {
-                let mut code = if all <= 20_000 {
-                    i
-                } else {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state % all
-                };
+                let mut code = if all <= 20_000 { i } else { rng.next() % all };
                 value.clear();
                 for _ in 0..n {
                     value.push(alphabet[(code % base) as usize]);
@@ -172,13 +165,8 @@ mod tests {
 
     #[test]
     fn random_decimals_match_fast_float() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::Xorshift::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next();
         let mut checked = 0;
         for _ in 0..100_000 {
             let len = 1 + next() % 8;

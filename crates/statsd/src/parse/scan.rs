@@ -195,17 +195,17 @@ impl Masks<u64> {
         let len = span.len();
         assert!(len <= Self::MAX_LEN);
         if len < 16 {
-            return u64::from(eq16(&padded16(span), needle, needle));
+            return u64::from(eq16(&padded16(span), needle));
         }
         let mut mask = 0;
         let mut at = 0;
         while at + 16 <= len {
-            mask |= u64::from(eq16(chunk(span, at), needle, needle)) << at;
+            mask |= u64::from(eq16(chunk(span, at), needle)) << at;
             at += 16;
         }
         if at < len {
             let skip = 16 - (len - at);
-            mask |= u64::from(eq16(chunk(span, len - 16), needle, needle) >> skip) << at;
+            mask |= u64::from(eq16(chunk(span, len - 16), needle) >> skip) << at;
         }
         mask
     }
@@ -233,14 +233,22 @@ impl Masks<u128> {
     }
 }
 
-impl<W: Bits> Delims for Masks<W> {
+impl<W: Copy> Masks<W> {
+    /// The mask of `delim`.
     #[inline(always)]
-    fn find(&self, from: usize, end: usize, delim: Delim) -> usize {
-        let mask = match delim {
+    fn of(&self, delim: Delim) -> W {
+        match delim {
             Delim::Colon => self.colon,
             Delim::Pipe => self.pipe,
             Delim::Comma => self.comma,
-        };
+        }
+    }
+}
+
+impl<W: Bits> Delims for Masks<W> {
+    #[inline(always)]
+    fn find(&self, from: usize, end: usize, delim: Delim) -> usize {
+        let mask = self.of(delim);
         // `from` is at most the length, which `at_or_after` maps to an empty mask at the width.
         (mask.and(W::at_or_after(from)).trailing_zeros()).min(end)
     }
@@ -254,11 +262,7 @@ impl<W: Bits> Delims for Masks<W> {
     /// Both from the mask at once, rather than the second after the first.
     #[inline(always)]
     fn first_two(&self, len: usize, delim: Delim) -> (usize, usize) {
-        let mask = match delim {
-            Delim::Colon => self.colon,
-            Delim::Pipe => self.pipe,
-            Delim::Comma => self.comma,
-        };
+        let mask = self.of(delim);
         (
             mask.trailing_zeros().min(len),
             mask.clear_lowest().trailing_zeros().min(len),
@@ -267,11 +271,7 @@ impl<W: Bits> Delims for Masks<W> {
 
     #[inline(always)]
     fn first_three(&self, len: usize, delim: Delim) -> (usize, usize, usize) {
-        let mask = match delim {
-            Delim::Colon => self.colon,
-            Delim::Pipe => self.pipe,
-            Delim::Comma => self.comma,
-        };
+        let mask = self.of(delim);
         let after_first = mask.clear_lowest();
         (
             mask.trailing_zeros().min(len),
@@ -308,27 +308,25 @@ fn classify16(chunk: &[u8; 16]) -> [u32; 4] {
     masks
 }
 
-/// Bit `i` set when byte `i` of `chunk` is `a` or `b`.
+/// Bit `i` set when byte `i` of `chunk` is `needle`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn eq16(chunk: &[u8; 16], a: u8, b: u8) -> u32 {
+fn eq16(chunk: &[u8; 16], needle: u8) -> u32 {
     use std::arch::x86_64::*;
     // SAFETY: as in `classify16`.
     unsafe {
         let v = _mm_loadu_si128(chunk.as_ptr().cast());
-        let eq_a = _mm_cmpeq_epi8(v, _mm_set1_epi8(a as i8));
-        let eq_b = _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
-        _mm_movemask_epi8(_mm_or_si128(eq_a, eq_b)) as u32
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(needle as i8))) as u32
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn eq16(chunk: &[u8; 16], a: u8, b: u8) -> u32 {
+fn eq16(chunk: &[u8; 16], needle: u8) -> u32 {
     chunk
         .iter()
         .enumerate()
-        .fold(0, |m, (i, &c)| m | (u32::from(c == a || c == b) << i))
+        .fold(0, |m, (i, &c)| m | (u32::from(c == needle) << i))
 }
 
 /// [`classify16`] of the 32 bytes of `span` from `at`.
@@ -397,23 +395,23 @@ fn chunk(hay: &[u8], at: usize) -> &[u8; 16] {
     hay[at..at + 16].try_into().unwrap()
 }
 
-/// The first index in `from..end` whose byte is `a` or `b`, else `end`. Compares whole
-/// 16-byte blocks of `hay`, which may extend past `end` (never past `hay`).
+/// The first index in `from..end` whose byte is `needle`, else `end`. Compares whole 16-byte
+/// blocks of `hay`, which may extend past `end` (never past `hay`).
 #[inline(always)]
-pub(crate) fn find_either_in(hay: &[u8], from: usize, end: usize, a: u8, b: u8) -> usize {
+pub(crate) fn find_in(hay: &[u8], from: usize, end: usize, needle: u8) -> usize {
     let len = hay.len();
     if len < 16 {
         // `from` is at most 15 here.
-        let m = eq16(&padded16(hay), a, b) >> from;
+        let m = eq16(&padded16(hay), needle) >> from;
         return (from + m.trailing_zeros() as usize).min(end);
     }
     let mut at = from;
     while at < end {
         let m = if at + 16 <= len {
-            eq16(chunk(hay, at), a, b)
+            eq16(chunk(hay, at), needle)
         } else {
             // The last block overlaps bytes already searched: shift them out.
-            eq16(chunk(hay, len - 16), a, b) >> (at - (len - 16))
+            eq16(chunk(hay, len - 16), needle) >> (at - (len - 16))
         };
         if m != 0 {
             return (at + m.trailing_zeros() as usize).min(end);
@@ -421,12 +419,6 @@ pub(crate) fn find_either_in(hay: &[u8], from: usize, end: usize, a: u8, b: u8) 
         at += 16;
     }
     end
-}
-
-/// The first index in `from..end` whose byte is `needle`, else `end` (see [`find_either_in`]).
-#[inline(always)]
-pub(crate) fn find_in(hay: &[u8], from: usize, end: usize, needle: u8) -> usize {
-    find_either_in(hay, from, end, needle, needle)
 }
 
 /// The position of the first `needle` in `hay`.
@@ -464,14 +456,9 @@ mod tests {
     /// with the high bit, and zero.
     fn hay(len: usize) -> Vec<u8> {
         let alphabet = b"a:;|},-\x80\xff\x00";
-        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = crate::Xorshift::new(0x2545_f491_4f6c_dd1d);
         (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                alphabet[(state % alphabet.len() as u64) as usize]
-            })
+            .map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize])
             .collect()
     }
 
@@ -480,6 +467,16 @@ mod tests {
             .iter()
             .position(|&c| c == delim.byte())
             .map_or(end, |i| from + i)
+    }
+
+    /// The `,` and `:` masks of `span` (under 64 bytes), byte by byte.
+    fn naive_commas_colons(span: &[u8]) -> (u64, u64) {
+        let mask = |c: u8| {
+            span.iter()
+                .enumerate()
+                .fold(0u64, |m, (i, &b)| m | u64::from(b == c) << i)
+        };
+        (mask(b','), mask(b':'))
     }
 
     const DELIMS: [Delim; 3] = [Delim::Colon, Delim::Pipe, Delim::Comma];
@@ -517,18 +514,13 @@ mod tests {
     #[test]
     fn commas_and_colons_match_a_plain_search() {
         let hay = hay(200);
-        let naive = |span: &[u8], c: u8| {
-            span.iter()
-                .enumerate()
-                .fold(0u64, |m, (i, &b)| m | u64::from(b == c) << i)
-        };
         for start in 0..16 {
             for len in 0..=Masks::MAX_LEN {
                 let span = &hay[start..start + len];
                 let masks = Masks::new(span);
                 for from in 0..=len {
                     for end in from..=len.min(from + 63) {
-                        let expect = (naive(&span[from..end], b','), naive(&span[from..end], b':'));
+                        let expect = naive_commas_colons(&span[from..end]);
                         assert_eq!(masks.commas_colons(from, end), expect);
                         assert_eq!(Scan(span).commas_colons(from, end), expect);
                     }
@@ -539,7 +531,7 @@ mod tests {
         let span = &hay[..200];
         for from in [0, 1, 63, 64, 65, 100, 137, 150] {
             let end = from + 50;
-            let expect = (naive(&span[from..end], b','), naive(&span[from..end], b':'));
+            let expect = naive_commas_colons(&span[from..end]);
             assert_eq!(Scan(span).commas_colons(from, end), expect);
         }
     }
@@ -547,11 +539,6 @@ mod tests {
     #[test]
     fn wide_masks_match_a_plain_search() {
         let hay = hay(300);
-        let naive_mask = |span: &[u8], c: u8| {
-            span.iter()
-                .enumerate()
-                .fold(0u64, |m, (i, &b)| m | u64::from(b == c) << i)
-        };
         for start in 0..16 {
             for len in 64..=WideMasks::MAX_WIDE_LEN {
                 let span = &hay[start * 7..start * 7 + len];
@@ -564,10 +551,7 @@ mod tests {
                         }
                     }
                     for end in from..=len.min(from + 63) {
-                        let expect = (
-                            naive_mask(&span[from..end], b','),
-                            naive_mask(&span[from..end], b':'),
-                        );
+                        let expect = naive_commas_colons(&span[from..end]);
                         assert_eq!(masks.commas_colons(from, end), expect);
                     }
                 }
