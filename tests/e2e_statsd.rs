@@ -62,10 +62,21 @@ fn bad_lines_are_counted_by_reason_and_the_rest_is_kept() {
         b"ok.count:1|c\nbad.value:abc|c\nbad.nan:NaN|g\nbad.type:1|x\nnovalue|c\n".to_vec();
     datagram.extend_from_slice(b"bad.\xff:1|c\n");
     datagram.extend_from_slice(format!("{}:1|c\n", "n".repeat(1025)).as_bytes());
-    datagram.extend_from_slice(b"_e{5,4}:title|text\n_sc|svc.up|0\nok.count:1|c|@abc");
+    datagram.extend_from_slice(b"_e{5,4}:title|text\n_sc|svc.up|0\nok.count:1|c|@abc\n");
+    // Another type for a series that has counter samples in this interval.
+    datagram.extend_from_slice(b"ok.count:7|g");
     c.send_bytes(&datagram);
     let body = c.wait_node_app(WAIT, |b| value_of(b, "ok.count", &[]).is_some());
     assert_eq!(value_of(&body, "ok.count", &[]), Some(2.0));
+    let named = |name: &str| {
+        body["datapoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["name"] == name)
+            .count()
+    };
+    assert_eq!(named("ok.count"), 1, "one series per name and tags");
     assert_eq!(value_of(&body, "svc.up", &[]), Some(0.0));
     let dropped = |reason| value_of(&body, "corral.statsd.lines_dropped", &[("reason", reason)]);
     assert_eq!(dropped("bad_value"), Some(2.0));
@@ -73,6 +84,11 @@ fn bad_lines_are_counted_by_reason_and_the_rest_is_kept() {
     assert_eq!(dropped("no_value"), Some(1.0));
     assert_eq!(dropped("not_utf8"), Some(1.0));
     assert_eq!(dropped("name_too_long"), Some(1.0));
+    assert_eq!(dropped("type_mismatch"), Some(1.0));
+    assert_eq!(
+        value_of(&body, "corral.statsd.type_conflicts", &[]),
+        Some(0.0)
+    );
     assert_eq!(
         value_of(&body, "corral.statsd.events_received", &[]),
         Some(1.0)
@@ -87,7 +103,7 @@ fn bad_lines_are_counted_by_reason_and_the_rest_is_kept() {
     );
     assert_eq!(
         value_of(&body, "corral.statsd.lines_received", &[]),
-        Some(10.0)
+        Some(11.0)
     );
 }
 

@@ -80,7 +80,16 @@ impl Pipeline {
         let started = Instant::now();
         let timestamp = SystemTime::now();
         let parts = self.statsd.take_interval();
+        let conflicts = self.flush_state.type_conflicts();
         let output = self.flush_state.flush(parts);
+        let conflicts = self.flush_state.type_conflicts() - conflicts;
+        if conflicts > 0 {
+            tracing::warn!(
+                series = conflicts,
+                "receive threads saw series with different types in one interval; \
+                 the first thread's type was kept, the other samples were dropped"
+            );
+        }
         let node_dims = self.identity.dimensions();
         let node_dims_arc = Arc::new(node_dims.clone());
         let directory = self.directory.snapshot();
@@ -153,7 +162,7 @@ impl Pipeline {
             point(name, tags, value).with_kind(Kind::Cumulative)
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut sums = [0u64; 7];
+        let mut sums = [0u64; 8];
         let mut dropped = [0u64; Reject::ALL.len()];
         // Per listening address: its receive threads each have a socket of their own, whose
         // kernel drops add up; their buffers are configured alike (the smallest is reported).
@@ -168,6 +177,7 @@ impl Pipeline {
                 &s.events,
                 &s.service_checks,
                 &s.series_dropped,
+                &s.type_mismatch,
             ];
             for (sum, a) in sums.iter_mut().zip(each) {
                 *sum += get(a);
@@ -193,7 +203,8 @@ impl Pipeline {
                 *buffer as u64,
             ));
         }
-        let [datagrams, truncated, lines, bad_rate, events, checks, series_dropped] = sums;
+        let [datagrams, truncated, lines, bad_rate, events, checks, series_dropped, type_mismatch] =
+            sums;
         out.push(total("corral.statsd.datagrams_received", &[], datagrams));
         out.push(total("corral.statsd.datagrams_truncated", &[], truncated));
         out.push(total("corral.statsd.lines_received", &[], lines));
@@ -208,6 +219,16 @@ impl Pipeline {
             "corral.statsd.lines_dropped",
             &[("reason", "series_limit")],
             series_dropped,
+        ));
+        out.push(total(
+            "corral.statsd.lines_dropped",
+            &[("reason", "type_mismatch")],
+            type_mismatch,
+        ));
+        out.push(total(
+            "corral.statsd.type_conflicts",
+            &[],
+            self.flush_state.type_conflicts(),
         ));
         out.push(total("corral.statsd.sample_rate_invalid", &[], bad_rate));
         out.push(total("corral.statsd.events_received", &[], events));

@@ -2,9 +2,11 @@
 //!
 //! Two halves, so the hot path never takes a shared lock per line:
 //!
-//! - [`Aggregator`]: owned by one receive thread. Keeps one entry per (container, type, name,
-//!   sorted tags) series, interning the key once on first sight; every sample of the interval
-//!   accumulates there. [`Aggregator::take_interval`] hands the interval's accumulations over as
+//! - [`Aggregator`]: owned by one receive thread. Keeps one entry per (container, name, sorted
+//!   tags) series, interning the key once on first sight; every sample of the interval
+//!   accumulates there. A series has one type per interval: the first line of the interval sets
+//!   it, and a line of another type in the same interval is refused
+//!   ([`AddError::TypeMismatch`]). [`Aggregator::take_interval`] hands the interval's accumulations over as
 //!   [`Partial`]s and resets them in place, keeping the entries (and their keys) for the next
 //!   interval until the series expires.
 //! - [`FlushState`]: owned by the flusher. Merges the partials of every receive thread, keeps the
@@ -131,6 +133,28 @@ impl Default for AggregatorConfig {
 pub enum AddError {
     /// A new series would exceed `max_series`.
     SeriesLimit,
+    /// The series already has samples of another type in this interval.
+    TypeMismatch,
+}
+
+/// Lines an aggregator refused, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    pub series_limit: u64,
+    pub type_mismatch: u64,
+}
+
+impl Refused {
+    pub fn count(&mut self, e: AddError) {
+        match e {
+            AddError::SeriesLimit => self.series_limit += 1,
+            AddError::TypeMismatch => self.type_mismatch += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.series_limit + self.type_mismatch
+    }
 }
 
 /// Accumulation of one interval for one series. The variant is the series' type, so matching
@@ -518,8 +542,8 @@ struct Entry {
 
 impl Entry {
     #[inline]
-    fn is(&self, container: u32, kind: MetricType, key: &str) -> bool {
-        self.container == container && self.acc.kind() == kind && self.key.encoded() == key
+    fn is(&self, container: u32, key: &str) -> bool {
+        self.container == container && self.key.encoded() == key
     }
 }
 
@@ -635,14 +659,8 @@ struct Lookup {
     candidate: Option<u32>,
 }
 
-fn hash_key(
-    hasher: &foldhash::fast::RandomState,
-    kind: MetricType,
-    container: u32,
-    encoded: &str,
-) -> u32 {
+fn hash_key(hasher: &foldhash::fast::RandomState, container: u32, encoded: &str) -> u32 {
     let mut h = hasher.build_hasher();
-    kind.hash(&mut h);
     container.hash(&mut h);
     h.write(encoded.as_bytes());
     let h = h.finish();
@@ -746,8 +764,8 @@ impl Aggregator {
     }
 
     /// Adds the lines of `batch` in order, as [`Aggregator::add`] would one by one, through a
-    /// [`Batcher`]; returns how many were dropped by `max_series`.
-    pub fn add_many(&mut self, batch: &[(Line<'_>, Option<&str>)], now: u64) -> u64 {
+    /// [`Batcher`]; returns the lines refused.
+    pub fn add_many(&mut self, batch: &[(Line<'_>, Option<&str>)], now: u64) -> Refused {
         let mut b = Batcher::new(self, now);
         for (line, container) in batch {
             b.push(line.clone(), *container);
@@ -755,18 +773,17 @@ impl Aggregator {
         b.finish()
     }
 
-    /// Looks up and applies a batch of prepared lines, in order; returns how many were
-    /// dropped by `max_series`.
+    /// Looks up and applies a batch of prepared lines, in order; counts the lines refused in
+    /// `refused`.
     ///
     /// The lookups run as a pipeline, each stage [`AHEAD`] lines behind the one before: a
     /// line's index slot (prefetched when it was prepared) is probed and its entry prefetched;
     /// its key and state are prefetched; for samples, the place of the next sample is
     /// prefetched; then it is checked and applied. The cache misses of different lines overlap
     /// instead of following one another.
-    fn run(&mut self, items: &mut [Pending<'_>], keys: &str, now: u64) -> u64 {
+    fn run(&mut self, items: &mut [Pending<'_>], keys: &str, now: u64, refused: &mut Refused) {
         let gauge_sign = self.config.gauge_sign();
         let n = items.len();
-        let mut dropped = 0;
         for i in 0..n + 3 * AHEAD {
             if let Some(p) = items.get_mut(i) {
                 let l = &mut p.lookup;
@@ -795,11 +812,10 @@ impl Aggregator {
             if let Some(p) = i.checked_sub(3 * AHEAD).and_then(|j| items.get(j)) {
                 match self.resolve(&p.lookup, keys, p.kind, p.container) {
                     Ok(at) => apply(&mut self.entries[at].acc, p.values, p.rate, gauge_sign, now),
-                    Err(AddError::SeriesLimit) => dropped += 1,
+                    Err(e) => refused.count(e),
                 }
             }
         }
-        dropped
     }
 
     /// A service check becomes an absolute gauge `name` = status with its tags.
@@ -826,7 +842,7 @@ impl Aggregator {
     ) -> Result<usize, AddError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let lookup = self.prepare(&mut scratch, name, tags, container, kind);
+        let lookup = self.prepare(&mut scratch, name, tags, container);
         let found = self.resolve(&lookup, &scratch, kind, container);
         self.scratch = scratch;
         found
@@ -846,7 +862,6 @@ impl Aggregator {
         name: &str,
         tags: Tags<'_>,
         container: Option<&str>,
-        kind: MetricType,
     ) -> Lookup {
         let start = keys.len();
         self.tag_cache.encode_key(keys, name, tags);
@@ -857,7 +872,6 @@ impl Aggregator {
             end: end as u32,
             hash: hash_key(
                 &self.hasher,
-                kind,
                 container.unwrap_or(u32::MAX),
                 &keys[start..end],
             ),
@@ -866,7 +880,9 @@ impl Aggregator {
         }
     }
 
-    /// The position of the line's entry, created if new (and admitted by `max_series`).
+    /// The position of the line's entry, created if new (and admitted by `max_series`). An
+    /// entry without samples in this interval takes the line's type; one with samples of
+    /// another type refuses the line.
     fn resolve(
         &mut self,
         l: &Lookup,
@@ -882,19 +898,27 @@ impl Aggregator {
             None => self
                 .containers
                 .find(container)
-                .map(|c| (c, hash_key(&self.hasher, kind, c, key))),
+                .map(|c| (c, hash_key(&self.hasher, c, key))),
         };
         if let Some((c, hash)) = known {
             let entries = &self.entries;
             let found = match l.candidate {
-                Some(at) if entries[at as usize].is(c, kind, key) => Some(at),
+                Some(at) if entries[at as usize].is(c, key) => Some(at),
                 _ => self
                     .index
                     .find(hash)
-                    .find(|&at| entries[at as usize].is(c, kind, key)),
+                    .find(|&at| entries[at as usize].is(c, key)),
             };
             if let Some(at) = found {
-                self.entries[at as usize].last_seen = self.generation;
+                let e = &mut self.entries[at as usize];
+                if e.acc.kind() != kind {
+                    if e.last_seen == self.generation {
+                        return Err(AddError::TypeMismatch);
+                    }
+                    // Nothing accumulated this interval: the series changes type.
+                    e.acc = Acc::new(kind);
+                }
+                e.last_seen = self.generation;
                 return Ok(at as usize);
             }
         }
@@ -907,7 +931,7 @@ impl Aggregator {
         let c = self.containers.acquire(container);
         let hash = match known {
             Some((_, hash)) => hash,
-            None => hash_key(&self.hasher, kind, c, key),
+            None => hash_key(&self.hasher, c, key),
         };
         let at = self.entries.len();
         self.entries.push(Entry {
@@ -955,13 +979,12 @@ impl Aggregator {
                 self.entries.shrink_to(2 * keep);
             }
             let hasher = &self.hasher;
-            self.index
-                .rebuild(self.entries.iter().enumerate().map(|(at, e)| {
-                    (
-                        hash_key(hasher, e.acc.kind(), e.container, e.key.encoded()),
-                        at as u32,
-                    )
-                }));
+            self.index.rebuild(
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .map(|(at, e)| (hash_key(hasher, e.container, e.key.encoded()), at as u32)),
+            );
         }
         self.generation = self.generation.wrapping_add(1);
         out
@@ -988,7 +1011,7 @@ pub struct Batcher<'a, 'g> {
     /// The encoded keys of `items`.
     keys: String,
     now: u64,
-    dropped: u64,
+    refused: Refused,
 }
 
 impl<'a, 'g> Batcher<'a, 'g> {
@@ -999,14 +1022,14 @@ impl<'a, 'g> Batcher<'a, 'g> {
             items: SmallVec::new(),
             keys: String::with_capacity(BATCH * 64),
             now,
-            dropped: 0,
+            refused: Refused::default(),
         }
     }
 
     #[inline]
     pub fn push(&mut self, line: Line<'a>, container: Option<&'a str>) {
         let agg = &mut *self.agg;
-        let lookup = agg.prepare(&mut self.keys, line.name, line.tags, container, line.kind);
+        let lookup = agg.prepare(&mut self.keys, line.name, line.tags, container);
         agg.index.prefetch(lookup.hash);
         self.items.push(Pending {
             lookup,
@@ -1032,16 +1055,16 @@ impl<'a, 'g> Batcher<'a, 'g> {
 
     fn flush(&mut self) {
         if !self.items.is_empty() {
-            self.dropped += self.agg.run(&mut self.items, &self.keys, self.now);
+            (self.agg).run(&mut self.items, &self.keys, self.now, &mut self.refused);
             self.items.clear();
             self.keys.clear();
         }
     }
 
-    /// Adds what is pending; returns how many lines `max_series` dropped.
-    pub fn finish(mut self) -> u64 {
+    /// Adds what is pending; returns the lines refused.
+    pub fn finish(mut self) -> Refused {
         self.flush();
-        self.dropped
+        self.refused
     }
 }
 

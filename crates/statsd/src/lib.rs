@@ -12,6 +12,7 @@ mod sketch;
 
 pub use aggregate::{
     AddError, Aggregator, AggregatorConfig, Batcher, FlushOutput, FlushState, GaugeSign, Partial,
+    Refused,
 };
 pub use line::{Event, Line, MetricType, Parsed, Reject, ServiceCheck, Tags, Value, Values};
 pub use parse::{lines, parse};

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use corral_statsd::{parse, Aggregator, AggregatorConfig, FlushState, GaugeSign, Parsed};
+use corral_statsd::{
+    parse, AddError, Aggregator, AggregatorConfig, FlushState, GaugeSign, Parsed, Refused,
+};
 use proptest::prelude::*;
 
 /// Renders a flush as `name{tags}` (tags `k=v` joined by `,`; `@container` first) → value.
@@ -33,16 +35,31 @@ impl Harness {
     }
 
     fn send_on(&mut self, thread: usize, lines: &[&str]) {
+        assert_eq!(
+            self.offer_on(thread, lines),
+            Refused::default(),
+            "{lines:?}"
+        );
+    }
+
+    /// Sends `lines` to aggregator `thread`; returns those it refused.
+    fn offer_on(&mut self, thread: usize, lines: &[&str]) -> Refused {
+        let mut refused = Refused::default();
         for l in lines {
             self.now += 1;
-            match parse(l.as_bytes()).unwrap_or_else(|r| panic!("{l:?} rejected: {r:?}")) {
-                Parsed::Metric(m) => self.aggs[thread].add(&m, m.container_id, self.now).unwrap(),
-                Parsed::ServiceCheck(sc) => self.aggs[thread]
-                    .add_service_check(&sc, sc.container_id, self.now)
-                    .unwrap(),
-                Parsed::Event(_) => {}
+            let added =
+                match parse(l.as_bytes()).unwrap_or_else(|r| panic!("{l:?} rejected: {r:?}")) {
+                    Parsed::Metric(m) => self.aggs[thread].add(&m, m.container_id, self.now),
+                    Parsed::ServiceCheck(sc) => {
+                        self.aggs[thread].add_service_check(&sc, sc.container_id, self.now)
+                    }
+                    Parsed::Event(_) => Ok(()),
+                };
+            if let Err(e) = added {
+                refused.count(e);
             }
         }
+        refused
     }
 
     fn send(&mut self, lines: &[&str]) {
@@ -251,13 +268,83 @@ fn containers_are_separate_series() {
     assert_flush(&h.flush(), &[("c", 2.0), ("c{@abc}", 4.0)]);
 }
 
+/// A series is (container, name, tags): the first type of an interval holds for the interval,
+/// and a line of another type then is refused, not published as a second `x`.
 #[test]
-fn types_do_not_mix_in_one_series() {
+fn a_series_has_one_type_per_interval() {
     let mut h = Harness::one();
-    h.send(&["x:1|c", "x:5|ms"]);
+    let refused = h.offer_on(
+        0,
+        &["x:1|c", "x:5|g", "x:7|ms", "x:a|s", "x:2|c", "_sc|x|1"],
+    );
+    assert_eq!(
+        refused,
+        Refused {
+            series_limit: 0,
+            type_mismatch: 4
+        }
+    );
+    assert_flush(&h.flush(), &[("x", 3.0)]);
+    // The same name with tags, or in a container, is another series.
+    h.send(&["x:5|g|#a:b", "x:5|ms|c:ctr"]);
     let f = h.flush();
-    assert_eq!(f["x"], 1.0);
-    assert_eq!(f["x.count"], 1.0);
+    assert_eq!(f["x{a=b}"], 5.0);
+    assert_eq!(f["x.count{@ctr}"], 1.0);
+}
+
+/// At an interval boundary a series may change type; what was kept of the old type (a gauge's
+/// value, a counter's running total) ends there.
+#[test]
+fn a_series_changes_type_between_intervals() {
+    let mut h = Harness::one();
+    h.send(&["x:5|g"]);
+    assert_flush(&h.flush(), &[("x", 5.0)]);
+    h.send(&["x:2|c"]);
+    assert_flush(&h.flush(), &[("x", 2.0)]);
+    // Neither the gauge nor the counter (0 this interval) is left.
+    let parts = h.aggs.iter_mut().map(|a| a.take_interval()).collect();
+    let out = h.flush.flush(parts);
+    assert_eq!(out.datapoints(), 1, "{:?}", out.groups);
+    assert_eq!(h.flush.gauges(), 0);
+    h.send(&["x:3|ms"]);
+    assert_flush(
+        &h.flush(),
+        &[
+            ("x.count", 1.0),
+            ("x.max", 3.0),
+            ("x.mean", 3.0),
+            ("x.median", 3.0),
+            ("x.min", 3.0),
+            ("x.p50", 3.0),
+            ("x.p75", 3.0),
+            ("x.p90", 3.0),
+            ("x.p95", 3.0),
+            ("x.p99", 3.0),
+            ("x.stddev", 0.0),
+            ("x.sum", 3.0),
+        ],
+    );
+    assert_eq!(
+        h.flush.counters(),
+        0,
+        "the counter's total ended with its type"
+    );
+    assert_eq!(h.aggs[0].len(), 1);
+}
+
+/// Receive threads that see one series with different types in the same interval: the first
+/// thread's type is kept, the other's partial is dropped and counted.
+#[test]
+fn threads_with_different_types_keep_one() {
+    let mut h = Harness::new(2, AggregatorConfig::default());
+    h.send_on(0, &["x:1|c"]);
+    h.send_on(1, &["x:5|g", "y:1|c"]);
+    assert_flush(&h.flush(), &[("x", 1.0), ("y", 1.0)]);
+    assert_eq!(h.flush.type_conflicts(), 1);
+    assert_eq!(h.flush.gauges(), 0);
+    h.send_on(1, &["x:5|g"]);
+    assert_flush(&h.flush(), &[("x", 5.0)]);
+    assert_eq!(h.flush.type_conflicts(), 1);
 }
 
 #[test]
@@ -507,22 +594,34 @@ proptest! {
                     other => panic!("{l}: {other:?}"),
                 })
                 .collect();
-            let mut dropped_one = 0;
+            let mut dropped_one = Refused::default();
             for m in &parsed {
-                dropped_one += one.add(m, m.container_id, 7).is_err() as u64;
+                if let Err(e) = one.add(m, m.container_id, 7) {
+                    dropped_one.count(e);
+                }
             }
-            let mut dropped_many = 0;
+            let mut dropped_many = Refused::default();
             let mut rest = &parsed[..];
             let mut sizes = sizes.iter().cycle();
             while !rest.is_empty() {
                 let n = (*sizes.next().unwrap()).min(rest.len());
                 let batch: Vec<_> = rest[..n].iter().map(|m| (m.clone(), m.container_id)).collect();
-                dropped_many += many.add_many(&batch, 7);
+                let r = many.add_many(&batch, 7);
+                dropped_many.series_limit += r.series_limit;
+                dropped_many.type_mismatch += r.type_mismatch;
                 rest = &rest[n..];
             }
             prop_assert_eq!(dropped_one, dropped_many);
             prop_assert_eq!(one.len(), many.len());
             let render = |out: corral_statsd::FlushOutput| {
+                // One datapoint per statistic of a (container, name, tags) series, whatever
+                // types its lines had.
+                let mut ids = std::collections::HashSet::new();
+                for (c, points) in &out.groups {
+                    for p in points {
+                        assert!(ids.insert((c.clone(), p.key.encoded().to_string(), p.stat)), "{c:?} {:?} twice", p.key.encoded());
+                    }
+                }
                 let mut v: Vec<String> = out
                     .groups
                     .into_iter()

@@ -17,7 +17,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use corral_statsd::{lines, parse, Aggregator, AggregatorConfig, Batcher, Parsed, Partial, Reject};
+use corral_statsd::{
+    lines, parse, Aggregator, AggregatorConfig, Batcher, Parsed, Partial, Refused, Reject,
+};
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -34,7 +36,10 @@ pub struct ReceiverStats {
     pub bad_sample_rate: AtomicU64,
     pub events: AtomicU64,
     pub service_checks: AtomicU64,
+    /// Lines refused by the aggregator: a new series past `max_series`.
     pub series_dropped: AtomicU64,
+    /// Lines refused by the aggregator: another type than the series has in the interval.
+    pub type_mismatch: AtomicU64,
     /// The socket's cumulative kernel drop count (`SO_RXQ_OVFL`).
     pub kernel_drops: AtomicU64,
 }
@@ -49,7 +54,8 @@ pub(crate) struct Tally {
     bad_sample_rate: u64,
     events: u64,
     service_checks: u64,
-    pub(crate) series_dropped: u64,
+    series_dropped: u64,
+    type_mismatch: u64,
 }
 
 impl Tally {
@@ -70,6 +76,13 @@ impl Tally {
         add(&s.events, &mut self.events);
         add(&s.service_checks, &mut self.service_checks);
         add(&s.series_dropped, &mut self.series_dropped);
+        add(&s.type_mismatch, &mut self.type_mismatch);
+    }
+
+    /// Counts the lines an aggregator refused.
+    pub(crate) fn refused(&mut self, r: Refused) {
+        self.series_dropped += r.series_limit;
+        self.type_mismatch += r.type_mismatch;
     }
 }
 
@@ -314,7 +327,7 @@ fn receive_loop(
                 };
                 process_datagram(d.data, None, by_ip, &mut pending, &mut tally);
             }
-            tally.series_dropped += pending.finish();
+            tally.refused(pending.finish());
         }
         if let Some(drops) = batch.kernel_drops() {
             stats.kernel_drops.store(drops as u64, Ordering::Relaxed);
@@ -346,8 +359,10 @@ pub(crate) fn process_datagram<'a>(
             Ok(Parsed::ServiceCheck(sc)) => {
                 tally.service_checks += 1;
                 let container = port_container.or(sc.container_id).or(ip_container);
-                if pending.add_service_check(&sc, container).is_err() {
-                    tally.series_dropped += 1;
+                if let Err(e) = pending.add_service_check(&sc, container) {
+                    let mut r = Refused::default();
+                    r.count(e);
+                    tally.refused(r);
                 }
             }
             Ok(Parsed::Event(_)) => tally.events += 1,

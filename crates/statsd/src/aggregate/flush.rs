@@ -34,15 +34,16 @@ pub enum PartialAcc {
 }
 
 impl PartialAcc {
-    fn merge(&mut self, other: PartialAcc) {
+    /// Adds `other` in; gives it back when it is of another type.
+    fn merge(&mut self, other: PartialAcc) -> Result<(), PartialAcc> {
         match (self, other) {
             (PartialAcc::Counter(a), PartialAcc::Counter(b)) => *a += b,
             (PartialAcc::Gauge(a), PartialAcc::Gauge(b)) => a.merge(&b),
             (PartialAcc::Samples(a), PartialAcc::Samples(b)) => a.merge(*b),
             (PartialAcc::Set(a), PartialAcc::Set(b)) => a.merge(*b),
-            // Partials are keyed by type, so kinds always match.
-            _ => {}
+            (_, other) => return Err(other),
         }
+        Ok(())
     }
 }
 
@@ -147,6 +148,9 @@ pub struct FlushState {
     containers: Containers,
     hasher: foldhash::fast::RandomState,
     generation: u32,
+    /// Partials dropped because another receive thread had the same series with another type
+    /// in the same interval, since the start.
+    type_conflicts: u64,
 }
 
 /// The output vectors of one flush, one per container, found by container id.
@@ -188,7 +192,14 @@ impl FlushState {
             containers: Containers::new(),
             hasher: foldhash::fast::RandomState::default(),
             generation: 0,
+            type_conflicts: 0,
         }
+    }
+
+    /// Series intervals dropped at a flush because receive threads saw the series with
+    /// different types, since the start.
+    pub fn type_conflicts(&self) -> u64 {
+        self.type_conflicts
     }
 
     /// Live gauges (emitted every flush until they expire).
@@ -203,7 +214,8 @@ impl FlushState {
 
     /// Computes the datapoints of one interval from every aggregator's partials.
     pub fn flush(&mut self, parts: Vec<Vec<Partial>>) -> FlushOutput {
-        let mut merged = merge_partials(parts);
+        let (mut merged, conflicts) = merge_partials(parts);
+        self.type_conflicts += conflicts;
         let percentiles = self.config.percentiles();
         let percentiles = &*percentiles;
         let generation = self.generation;
@@ -214,32 +226,41 @@ impl FlushState {
         // First the state kept between flushes (counters, gauges), while counting what the
         // interval's samples and sets will emit. Only those stay in `merged`, which gives back
         // the rest before the datapoints are allocated.
-        merged.retain(|p| match &p.acc {
-            PartialAcc::Counter(sum) => {
-                let c = self.keep_counter(&p.container, &p.key);
-                c.state.total += sum;
-                c.state.interval += sum;
-                c.seen = generation;
-                false
-            }
-            PartialAcc::Gauge(g) => {
-                let slot = self.keep_gauge(&p.container, &p.key);
-                slot.state = match g.absolute {
-                    Some((v, _)) => v + g.delta,
-                    None => slot.state + g.delta,
-                };
-                slot.seen = generation;
-                false
-            }
-            PartialAcc::Samples(_) => {
-                let g = groups.of(&p.container);
-                groups.sizes[g] += stats_per_samples;
-                true
-            }
-            PartialAcc::Set(_) => {
-                let g = groups.of(&p.container);
-                groups.sizes[g] += 1;
-                true
+        merged.retain(|p| {
+            // A series that changed type: what was kept of it under the old one ends now.
+            let (counter, gauge) = match &p.acc {
+                PartialAcc::Counter(_) => (true, false),
+                PartialAcc::Gauge(_) => (false, true),
+                PartialAcc::Samples(_) | PartialAcc::Set(_) => (false, false),
+            };
+            self.retire_other_types(&p.container, &p.key, counter, gauge);
+            match &p.acc {
+                PartialAcc::Counter(sum) => {
+                    let c = self.keep_counter(&p.container, &p.key);
+                    c.state.total += sum;
+                    c.state.interval += sum;
+                    c.seen = generation;
+                    false
+                }
+                PartialAcc::Gauge(g) => {
+                    let slot = self.keep_gauge(&p.container, &p.key);
+                    slot.state = match g.absolute {
+                        Some((v, _)) => v + g.delta,
+                        None => slot.state + g.delta,
+                    };
+                    slot.seen = generation;
+                    false
+                }
+                PartialAcc::Samples(_) => {
+                    let g = groups.of(&p.container);
+                    groups.sizes[g] += stats_per_samples;
+                    true
+                }
+                PartialAcc::Set(_) => {
+                    let g = groups.of(&p.container);
+                    groups.sizes[g] += 1;
+                    true
+                }
             }
         });
         merged.shrink_to_fit();
@@ -329,6 +350,38 @@ impl FlushState {
         )
     }
 
+    /// Ends the kept counter (unless `counter`) and the kept gauge (unless `gauge`) of a series:
+    /// it has samples of another type this interval. They go at this flush's expiry pass.
+    fn retire_other_types(
+        &mut self,
+        container: &Option<Arc<str>>,
+        key: &SeriesKey,
+        counter: bool,
+        gauge: bool,
+    ) {
+        let counters = !counter && !self.counters.entries.is_empty();
+        let gauges = !gauge && !self.gauges.entries.is_empty();
+        if !counters && !gauges {
+            return;
+        }
+        // A container not interned has nothing kept.
+        let Some(c) = self.containers.find(container.as_deref()) else {
+            return;
+        };
+        let hash = kept_hash(&self.hasher, c, key);
+        let ended = self.generation.wrapping_sub(self.config.expiry_flushes());
+        if counters {
+            if let Some(at) = self.counters.find(hash, c, key) {
+                self.counters.entries[at].seen = ended;
+            }
+        }
+        if gauges {
+            if let Some(at) = self.gauges.find(hash, c, key) {
+                self.gauges.entries[at].seen = ended;
+            }
+        }
+    }
+
     fn keep_gauge(&mut self, container: &Option<Arc<str>>, key: &SeriesKey) -> &mut Kept<f64> {
         keep(
             &mut self.gauges,
@@ -372,26 +425,29 @@ fn keep<'t, S>(
 }
 
 /// Merges the partials of several aggregators: the same series may have been fed through more
-/// than one receive thread.
-fn merge_partials(mut parts: Vec<Vec<Partial>>) -> Vec<Partial> {
+/// than one receive thread. Where threads saw a series with different types, the first
+/// thread's type is kept and the partials of another type are dropped; returns how many.
+fn merge_partials(mut parts: Vec<Vec<Partial>>) -> (Vec<Partial>, u64) {
     parts.retain(|p| !p.is_empty());
     if parts.len() <= 1 {
-        return parts.pop().unwrap_or_default();
+        return (parts.pop().unwrap_or_default(), 0);
     }
     let total: usize = parts.iter().map(Vec::len).sum();
-    let mut index: HashMap<(Option<Arc<str>>, SeriesKey, MetricType), usize> =
-        HashMap::with_capacity(total);
+    let mut index: HashMap<(Option<Arc<str>>, SeriesKey), usize> = HashMap::with_capacity(total);
     let mut merged: Vec<Partial> = Vec::with_capacity(total);
+    let mut conflicts = 0;
     for p in parts.into_iter().flatten() {
-        match index.entry((p.container.clone(), p.key.clone(), p.kind)) {
-            hashbrown::hash_map::Entry::Occupied(o) => merged[*o.get()].acc.merge(p.acc),
+        match index.entry((p.container.clone(), p.key.clone())) {
+            hashbrown::hash_map::Entry::Occupied(o) => {
+                conflicts += merged[*o.get()].acc.merge(p.acc).is_err() as u64;
+            }
             hashbrown::hash_map::Entry::Vacant(v) => {
                 v.insert(merged.len());
                 merged.push(p);
             }
         }
     }
-    merged
+    (merged, conflicts)
 }
 
 #[cfg(test)]
@@ -461,21 +517,28 @@ mod tests {
             let mut model = Model::default();
             for (generation, round) in rounds.into_iter().enumerate() {
                 let generation = generation as u32;
-                // One partial per series and type, as merge_partials hands over.
+                // One partial per series, as merge_partials hands over: the first type of the
+                // round holds.
                 let mut seen = BTreeMap::new();
                 for (c, k, counter, v) in round {
-                    seen.insert((c, k, counter), v as f64);
+                    let e = seen.entry((c, k)).or_insert((counter, 0.0));
+                    if e.0 == counter {
+                        e.1 = v as f64;
+                    }
                 }
                 let parts: Vec<Partial> =
-                    seen.iter().map(|(&(c, k, counter), &v)| partial(c, k, counter, v)).collect();
-                for (&(c, k, counter), &v) in &seen {
+                    seen.iter().map(|(&(c, k), &(counter, v))| partial(c, k, counter, v)).collect();
+                for (&(c, k), &(counter, v)) in &seen {
                     let id = ((c > 0).then(|| format!("c{c}")), format!("k{k}"));
+                    // A series of one type is no longer kept as the other.
                     if counter {
+                        model.gauges.remove(&id);
                         let e = model.counters.entry(id).or_insert((0.0, 0.0, generation));
                         e.0 += v;
                         e.1 += v;
                         e.2 = generation;
                     } else {
+                        model.counters.remove(&id);
                         model.gauges.insert(id, (v, generation));
                     }
                 }
