@@ -266,3 +266,41 @@ fn socket_metrics_are_one_series_per_address() {
         .collect();
     assert_eq!(drops.len(), 1, "{drops:?}");
 }
+
+/// Each flush takes the previous StatsD batches out of the store before it makes the next
+/// ones, and readers arriving meanwhile wait for those. Read back to back while flushes go
+/// by, the node's app metrics are never missing (204) nor partial.
+#[test]
+fn reads_during_flushes_get_whole_flushes() {
+    const GAUGES: usize = 20_000;
+    let c = Corral::start(&[]);
+    let lines: Vec<String> = (0..GAUGES).map(|i| format!("e2e.gauge.{i}:1|g")).collect();
+    for datagram in lines.chunks(20) {
+        c.send(&datagram.join("\n"));
+    }
+    let gauges = |body: &serde_json::Value| {
+        body["datapoints"].as_array().map_or(0, |d| {
+            d.iter()
+                .filter(|p| {
+                    p["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("e2e.gauge."))
+                })
+                .count()
+        })
+    };
+    let first = c.wait_node_app(WAIT, |b| gauges(b) == GAUGES);
+    let flushes = |body: &serde_json::Value| value_of(body, "corral.flush.count", &[]).unwrap();
+    let until = flushes(&first) + 10.0;
+    let mut reads = 0;
+    loop {
+        let (status, body) = c.get("/v0/node/app");
+        assert_eq!(status, 200, "read {reads}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(gauges(&body), GAUGES, "read {reads}");
+        reads += 1;
+        if flushes(&body) >= until {
+            break;
+        }
+    }
+}

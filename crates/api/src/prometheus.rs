@@ -64,7 +64,8 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
-    let batches = s.store.all();
+    // After the StatsD flush under way, if any, has published (see `routes`).
+    let batches = s.store.all_published().await;
     let points: usize = batches.iter().map(|b| b.points.len()).sum();
     let body = if points < BLOCKING_RENDER_POINTS {
         Body::from(render(&batches))

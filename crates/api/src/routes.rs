@@ -1,4 +1,9 @@
 //! The v0 handlers.
+//!
+//! StatsD data (the app routes, and the container list, which holds containers that only have
+//! app metrics) is read once the flush under way, if any, has published: the flush takes the
+//! previous batches out of the store before it makes the next ones (see
+//! [`corral_model::Store::retract`]). Host and container resource metrics are read at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,11 +99,11 @@ async fn node(State(s): State<ApiState>) -> Response {
 }
 
 async fn node_app(State(s): State<ApiState>) -> Response {
-    whole_batch(s.store.get(Source::App, None)).await
+    whole_batch(s.store.get_published(Source::App, None).await).await
 }
 
 async fn containers(State(s): State<ApiState>) -> Response {
-    json(render::string_array(&s.store.containers()))
+    json(render::string_array(&s.store.containers_published().await))
 }
 
 async fn container(State(s): State<ApiState>, Path(p): Path<ContainerPath>) -> Response {
@@ -106,11 +111,11 @@ async fn container(State(s): State<ApiState>, Path(p): Path<ContainerPath>) -> R
 }
 
 async fn container_app(State(s): State<ApiState>, Path(p): Path<ContainerPath>) -> Response {
-    whole_batch(s.store.get(Source::App, Some(&p.id))).await
+    whole_batch(s.store.get_published(Source::App, Some(&p.id)).await).await
 }
 
 async fn container_app_metric(State(s): State<ApiState>, Path(p): Path<MetricPath>) -> Response {
-    let Some(batch) = s.store.get(Source::App, Some(&p.id)) else {
+    let Some(batch) = s.store.get_published(Source::App, Some(&p.id)).await else {
         return no_content();
     };
     let points = points_named(&batch, &p.metric);

@@ -751,3 +751,88 @@ async fn counters_without_samples_in_the_interval_are_not_served() {
     );
     assert_no_content(&get(&app, "/v0/containers/c2/app").await, "idle container");
 }
+
+/// A flush takes the previous StatsD batches out of the store before it makes the next ones.
+/// Requests for app data that arrive meanwhile are answered from the next ones (not with 204
+/// or a partial list); host and container resource metrics are served without waiting.
+/// Tokio's clock is paused, so the wait below takes no real time.
+#[tokio::test(start_paused = true)]
+async fn requests_during_a_flush_get_the_flushs_batches() {
+    let store = filled_store();
+    let app = router(ApiState::new(store.clone(), identity(AGENT)));
+    let flush = store.retract(Source::App);
+    let started = tokio::time::Instant::now();
+    let app_routes = [
+        "/v0/node/app",
+        "/v0/containers",
+        "/v0/containers/c1/app",
+        "/v0/containers/c1/app/foo",
+        "/system/v1/agent/agent-S0/metrics/v0/node/app",
+        "/metrics",
+    ];
+    let pending: Vec<_> = app_routes
+        .iter()
+        .map(|&uri| {
+            let app = app.clone();
+            tokio::spawn(async move { get(&app, uri).await })
+        })
+        .collect();
+    assert_eq!(get(&app, "/v0/node").await.status, StatusCode::OK);
+    assert_eq!(get(&app, "/v0/containers/c1").await.status, StatusCode::OK);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (uri, p) in app_routes.iter().zip(&pending) {
+        assert!(!p.is_finished(), "{uri} was answered during the flush");
+    }
+    store.replace(
+        Source::App,
+        &[
+            batch(
+                Source::App,
+                None,
+                node_dims(),
+                vec![dp("next", &[], Stat::Value, Unit::None, 1.0)],
+            ),
+            batch(
+                Source::App,
+                Some("c1"),
+                container_dims("c1"),
+                vec![dp("foo", &[], Stat::Value, Unit::None, 70.0)],
+            ),
+            batch(
+                Source::App,
+                Some("c2"),
+                container_dims("c2"),
+                vec![dp("hits", &[], Stat::Count, Unit::None, 2.0)],
+            ),
+        ],
+    );
+    drop(flush);
+    let mut answers = Vec::new();
+    for p in pending {
+        answers.push(p.await.unwrap());
+    }
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+
+    let next = json!({
+        "datapoints": [{"name": "next", "value": 1, "unit": "", "timestamp": TS}],
+        "dimensions": node_dims_json(),
+    });
+    let foo = json!({
+        "datapoints": [{"name": "foo", "value": 70, "unit": "", "timestamp": TS}],
+        "dimensions": container_dims_json("c1"),
+    });
+    assert_eq!(answers[0].json(), next);
+    assert_eq!(answers[1].json(), json!(["c1", "c2", "idle", "web app/1"]));
+    assert_eq!(answers[2].json(), foo);
+    assert_eq!(answers[3].json(), foo);
+    assert_eq!(answers[4].json(), next);
+    let exposition = answers[5].text();
+    assert!(
+        exposition.lines().any(|l| l.starts_with("next{")),
+        "{exposition}"
+    );
+    assert!(!exposition.contains("foobar"), "{exposition}");
+    assert!(exposition.lines().any(|l| l.starts_with("mem_total{")));
+}

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use corral_model::store::Retraction;
 use corral_model::{MetricBatch, Source, Store};
 use parking_lot::RwLock;
 
@@ -44,6 +45,14 @@ impl Outputs {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Takes the batches of `source` out of the store ahead of the [`Outputs::publish`] that
+    /// brings its next ones, so that they do not take memory next to those while they are
+    /// made; API readers of `source` wait for the publish (see [`Store::retract`]). Sinks
+    /// are not concerned: they hold what they were given until they have written it.
+    pub fn retract(&self, source: Source) -> Retraction<'_> {
+        self.store.retract(source)
     }
 
     /// Publishes the complete set of batches of `source` (what is not among them leaves the

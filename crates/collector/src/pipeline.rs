@@ -77,6 +77,10 @@ impl Pipeline {
 
     /// Ends the current interval and publishes its datapoints.
     pub fn flush(&mut self) -> FlushReport {
+        // The previous flush's batches are freed before this one's are made (at 100k series
+        // each set is about 10 MB); API readers wait for the publish meanwhile. Should the
+        // flush panic, dropping the retraction lets them go.
+        let _retraction = self.outputs.retract(Source::App);
         let started = Instant::now();
         let timestamp = SystemTime::now();
         let parts = self.statsd.take_interval();

@@ -442,7 +442,7 @@ mod tests {
 mod layout {
     #[test]
     fn a_datapoint_stays_small() {
-        // A flush of 100k series holds one per statistic, twice while the store swaps batches.
+        // A flush of 100k series holds one per statistic, and the store keeps the latest.
         assert_eq!(std::mem::size_of::<super::Stat>(), 4);
         assert!(
             std::mem::size_of::<super::Datapoint>() <= 32,
