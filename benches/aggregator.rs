@@ -1,13 +1,15 @@
 //! Aggregator throughput: samples/s added to one receive thread's aggregator, on realistic
 //! pre-parsed lines (~40 bytes, 20 to a datagram; counters, timers, gauges, a few sets), for 1k and 100k
-//! distinct series, with and without tags; plus the cost of a flush.
+//! distinct series, with and without tags; plus the cost of a flush and of sorting its
+//! datapoints into the API's order.
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use corral_model::{Datapoint, MetricBatch, Source};
 use corral_statsd::{lines, parse, Aggregator, AggregatorConfig, Batcher, FlushState, Parsed};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const LINES_PER_DATAGRAM: usize = 20;
 
@@ -165,5 +167,49 @@ fn bench_flush(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_add, bench_flush);
+/// Sorting one flush's datapoints by name, then tags (what every flush does to each batch
+/// before publishing it): the datapoints of 100k series, in the order the flush emits them.
+fn bench_sort(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sort");
+    group
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(10);
+    for tagging in [Tagging::None, Tagging::Shared] {
+        let series = 100_000;
+        let config = Arc::new(AggregatorConfig::default());
+        let mut agg = Aggregator::new(config.clone());
+        let mut state = FlushState::new(config);
+        for l in make_lines(series, tagging, series * 4) {
+            if let Ok(Parsed::Metric(m)) = parse(l.as_bytes()) {
+                let _ = agg.add(&m, None, 0);
+            }
+        }
+        let points: Vec<Datapoint> = state
+            .flush(vec![agg.take_interval()])
+            .groups
+            .into_iter()
+            .flat_map(|(_, p)| p)
+            .collect();
+        group.throughput(Throughput::Elements(points.len() as u64));
+        group.bench_function(format!("{series}_series{}", tagging.id()), |b| {
+            b.iter_batched(
+                || MetricBatch {
+                    source: Source::App,
+                    container_id: None,
+                    dimensions: Arc::default(),
+                    timestamp: SystemTime::UNIX_EPOCH,
+                    points: points.clone(),
+                },
+                |mut batch| {
+                    batch.sort();
+                    batch
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_add, bench_flush, bench_sort);
 criterion_main!(benches);
