@@ -80,8 +80,8 @@ impl Pipeline {
         // The previous flush's batches are freed before this one's are made (at 100k series
         // each set is about 10 MB); API readers wait for the publish meanwhile. Should the
         // flush panic, dropping the retraction lets them go.
-        let _retraction = self.outputs.retract(Source::App);
         let started = Instant::now();
+        let _retraction = self.outputs.retract(Source::App);
         let timestamp = SystemTime::now();
         let parts = self.statsd.take_interval();
         let conflicts = self.flush_state.type_conflicts();
@@ -126,9 +126,7 @@ impl Pipeline {
         }
         let containers = batches.len();
         let mut node_points = node_points.unwrap_or_default();
-        let duration = started.elapsed();
         self.totals.flushes += 1;
-        self.totals.last_duration = duration.as_secs_f64();
         self.totals.last_datapoints = datapoints as u64;
         // Added without growing the node's vector by doubling (at 100k+ series it is megabytes).
         let mut own = Vec::new();
@@ -145,6 +143,10 @@ impl Pipeline {
         node.sort();
         batches.push(node);
         self.outputs.publish(Source::App, batches);
+        // The whole flush, sorting and publishing included; its self-metric is published with
+        // the next flush.
+        let duration = started.elapsed();
+        self.totals.last_duration = duration.as_secs_f64();
         FlushReport {
             datapoints,
             containers,
