@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use corral_statsd::{
-    parse, AddError, Aggregator, AggregatorConfig, FlushState, GaugeSign, Parsed, Refused,
-};
+use corral_statsd::{parse, Aggregator, AggregatorConfig, FlushState, GaugeSign, Parsed, Refused};
 use proptest::prelude::*;
 
 /// Renders a flush as `name{tags}` (tags `k=v` joined by `,`; `@container` first) → value.
