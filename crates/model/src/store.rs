@@ -284,7 +284,7 @@ mod tests {
     use super::*;
     use crate::{Dimensions, SeriesKey, Stat, Unit};
 
-    fn batch(source: Source, container: Option<&str>, names: &[&str]) -> MetricBatch {
+    pub(super) fn batch(source: Source, container: Option<&str>, names: &[&str]) -> MetricBatch {
         let mut b = MetricBatch {
             source,
             container_id: container.map(Arc::from),
@@ -336,19 +336,9 @@ mod tests {
 #[cfg(test)]
 mod retraction {
     use super::*;
-    use crate::{Dimensions, SeriesKey, Stat, Unit};
 
     fn batch(source: Source, container: Option<&str>, names: &[&str]) -> Arc<MetricBatch> {
-        Arc::new(MetricBatch {
-            source,
-            container_id: container.map(Arc::from),
-            dimensions: Arc::new(Dimensions::default()),
-            timestamp: SystemTime::now(),
-            points: names
-                .iter()
-                .map(|n| Datapoint::new(SeriesKey::plain(n), Stat::Value, Unit::None, 1.0))
-                .collect(),
-        })
+        Arc::new(super::tests::batch(source, container, names))
     }
 
     fn names(b: &Option<Arc<MetricBatch>>) -> Vec<String> {
