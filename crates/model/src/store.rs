@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use tokio::sync::Notify;
@@ -155,18 +155,6 @@ impl Store {
         self.batches.write().map.insert(key, batch);
     }
 
-    /// Drops batches whose timestamp is older than `max_age` before `now`.
-    pub fn expire(&self, now: SystemTime, max_age: Duration) -> usize {
-        let mut inner = self.batches.write();
-        let before = inner.map.len();
-        inner.map.retain(|_, b| {
-            now.duration_since(b.timestamp)
-                .map(|age| age <= max_age)
-                .unwrap_or(true)
-        });
-        before - inner.map.len()
-    }
-
     /// The batch of `source` for `container` (the node's for `None`), as the store holds it
     /// now: nothing while `source` is retracted.
     pub fn get(&self, source: Source, container: Option<&str>) -> Option<Arc<MetricBatch>> {
@@ -289,7 +277,7 @@ mod tests {
             source,
             container_id: container.map(Arc::from),
             dimensions: Arc::new(Dimensions::default()),
-            timestamp: SystemTime::now(),
+            timestamp: std::time::SystemTime::now(),
             points: names
                 .iter()
                 .map(|n| Datapoint::new(SeriesKey::plain(n), Stat::Value, Unit::None, 1.0))
