@@ -242,6 +242,51 @@ fn a_fatal_error_rebuilds_the_producer_and_resends() {
     assert_eq!(unique, (0..40).collect::<Vec<_>>(), "{got:?}");
 }
 
+/// Once a delivery has failed, messages go one at a time until the brokers take one: a whole
+/// window queued while they are away could partly time out and partly get through when they
+/// return, newer messages landing before older ones.
+#[test]
+fn after_a_failed_delivery_one_message_at_a_time_until_one_gets_through() {
+    let mock = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(Telemetry::new());
+    let sink = KafkaSink::start(options(mock.bootstrap_servers(), dir.path()), &t).unwrap();
+    mock.broker_down(1).unwrap();
+    submit(&sink, 0..20);
+    let failed = || {
+        metric(
+            &t,
+            "corral.kafka.messages_failed",
+            &[("reason", "timed_out")],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failed() < 20.0 {
+        assert!(Instant::now() < deadline, "failed {}", failed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first window has failed whole; what is sent again while the brokers are away, and
+    // what arrives meanwhile, goes one message at a time (resent at least once in 2 s, with the
+    // pause between attempts at most 500 ms and the message timeout 1.5 s).
+    submit(&sink, 20..30);
+    let mut most = 0.0f64;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        most = most.max(metric(&t, "corral.kafka.queue_depth", &[]));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(most <= 1.0, "{most} in flight while probing");
+    mock.broker_up(1).unwrap();
+    assert!(
+        sink.wait_idle(Duration::from_secs(30)),
+        "pending {}",
+        sink.pending()
+    );
+    stop(&sink, Duration::from_secs(5));
+    let got = consume(&mock.bootstrap_servers(), 30);
+    assert_eq!(first_seen(&got), (0..30).collect::<Vec<_>>(), "{got:?}");
+}
+
 #[test]
 fn brokers_down_then_up_spools_then_drains_in_order() {
     let mock = cluster();

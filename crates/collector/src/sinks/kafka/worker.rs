@@ -98,6 +98,11 @@ pub(super) struct Worker {
     /// A delivery failed: stop sending; once nothing is in flight, restart from the oldest
     /// unacknowledged record.
     rewind: bool,
+    /// Since a transient delivery failure, until the next success: one message in flight at a
+    /// time. Messages sent together can fail apart (those queued before the brokers came
+    /// back time out while later ones get through), so sending a window again before the
+    /// brokers take one message would let newer messages land before older ones.
+    probing: bool,
     /// The producer must be replaced (the reason).
     rebuild: Option<String>,
     resume_at: Option<Instant>,
@@ -133,6 +138,7 @@ impl Worker {
             in_flight: HashSet::new(),
             in_flight_bytes: 0,
             rewind: false,
+            probing: false,
             rebuild: None,
             resume_at: None,
             metrics,
@@ -220,6 +226,7 @@ impl Worker {
                 match result {
                     Ok(()) => {
                         self.spool.ack(id);
+                        self.probing = false;
                         self.metrics.sent.inc();
                         self.metrics.bytes_sent.add(bytes);
                         self.backoff = self.opts.backoff;
@@ -395,6 +402,7 @@ impl Worker {
             Failure::Retry => {
                 tracing::warn!(error = %e, reason, "Kafka delivery failed; will retry from the spool");
                 self.rewind = true;
+                self.probing = true;
             }
             Failure::Rebuild => {
                 if self.rebuild.is_none() {
@@ -502,8 +510,12 @@ impl Worker {
         let Some(producer) = &self.producer else {
             return;
         };
-        while self.in_flight.len() < self.opts.max_in_flight
-            && self.in_flight_bytes < self.opts.max_in_flight_bytes
+        let window = if self.probing {
+            1
+        } else {
+            self.opts.max_in_flight
+        };
+        while self.in_flight.len() < window && self.in_flight_bytes < self.opts.max_in_flight_bytes
         {
             let Some(id) = self.spool.next_unacked(self.cursor) else {
                 break;
