@@ -226,24 +226,23 @@ impl FlushState {
         // First the state kept between flushes (counters, gauges), while counting what the
         // interval's samples and sets will emit. Only those stay in `merged`, which gives back
         // the rest before the datapoints are allocated.
+        // A series that changed type: what was kept of it under the old type ends now (at this
+        // flush's expiry pass).
+        let ended = generation.wrapping_sub(expiry);
         merged.retain(|p| {
-            // A series that changed type: what was kept of it under the old one ends now.
-            let (counter, gauge) = match &p.acc {
-                PartialAcc::Counter(_) => (true, false),
-                PartialAcc::Gauge(_) => (false, true),
-                PartialAcc::Samples(_) | PartialAcc::Set(_) => (false, false),
-            };
-            self.retire_other_types(&p.container, &p.key, counter, gauge);
+            let at = self.locate(&p.container, &p.key);
             match &p.acc {
                 PartialAcc::Counter(sum) => {
-                    let c = self.keep_counter(&p.container, &p.key);
+                    retire(&mut self.gauges, at, &p.key, ended);
+                    let c = self.keep_counter(at, &p.container, &p.key);
                     c.state.total += sum;
                     c.state.interval += sum;
                     c.seen = generation;
                     false
                 }
                 PartialAcc::Gauge(g) => {
-                    let slot = self.keep_gauge(&p.container, &p.key);
+                    retire(&mut self.counters, at, &p.key, ended);
+                    let slot = self.keep_gauge(at, &p.container, &p.key);
                     slot.state = match g.absolute {
                         Some((v, _)) => v + g.delta,
                         None => slot.state + g.delta,
@@ -251,14 +250,14 @@ impl FlushState {
                     slot.seen = generation;
                     false
                 }
-                PartialAcc::Samples(_) => {
+                PartialAcc::Samples(_) | PartialAcc::Set(_) => {
+                    retire(&mut self.counters, at, &p.key, ended);
+                    retire(&mut self.gauges, at, &p.key, ended);
                     let g = groups.of(&p.container);
-                    groups.sizes[g] += stats_per_samples;
-                    true
-                }
-                PartialAcc::Set(_) => {
-                    let g = groups.of(&p.container);
-                    groups.sizes[g] += 1;
+                    groups.sizes[g] += match p.acc {
+                        PartialAcc::Samples(_) => stats_per_samples,
+                        _ => 1,
+                    };
                     true
                 }
             }
@@ -330,8 +329,16 @@ impl FlushState {
         }
     }
 
+    /// The interned container of a series and its hash in the kept tables; `None` when the
+    /// container is not interned (so nothing of the series is kept).
+    fn locate(&self, container: &Option<Arc<str>>, key: &SeriesKey) -> Option<(u32, u32)> {
+        let c = self.containers.find(container.as_deref())?;
+        Some((c, kept_hash(&self.hasher, c, key)))
+    }
+
     fn keep_counter(
         &mut self,
+        at: Option<(u32, u32)>,
         container: &Option<Arc<str>>,
         key: &SeriesKey,
     ) -> &mut Kept<CounterState> {
@@ -344,50 +351,25 @@ impl FlushState {
             &mut self.containers,
             &self.hasher,
             self.generation,
+            at,
             container,
             key,
             new,
         )
     }
 
-    /// Ends the kept counter (unless `counter`) and the kept gauge (unless `gauge`) of a series:
-    /// it has samples of another type this interval. They go at this flush's expiry pass.
-    fn retire_other_types(
+    fn keep_gauge(
         &mut self,
+        at: Option<(u32, u32)>,
         container: &Option<Arc<str>>,
         key: &SeriesKey,
-        counter: bool,
-        gauge: bool,
-    ) {
-        let counters = !counter && !self.counters.entries.is_empty();
-        let gauges = !gauge && !self.gauges.entries.is_empty();
-        if !counters && !gauges {
-            return;
-        }
-        // A container not interned has nothing kept.
-        let Some(c) = self.containers.find(container.as_deref()) else {
-            return;
-        };
-        let hash = kept_hash(&self.hasher, c, key);
-        let ended = self.generation.wrapping_sub(self.config.expiry_flushes());
-        if counters {
-            if let Some(at) = self.counters.find(hash, c, key) {
-                self.counters.entries[at].seen = ended;
-            }
-        }
-        if gauges {
-            if let Some(at) = self.gauges.find(hash, c, key) {
-                self.gauges.entries[at].seen = ended;
-            }
-        }
-    }
-
-    fn keep_gauge(&mut self, container: &Option<Arc<str>>, key: &SeriesKey) -> &mut Kept<f64> {
+    ) -> &mut Kept<f64> {
         keep(
             &mut self.gauges,
             &mut self.containers,
             &self.hasher,
             self.generation,
+            at,
             container,
             key,
             || 0.0,
@@ -395,24 +377,29 @@ impl FlushState {
     }
 }
 
-/// The kept record of a series, added (with `new()`) when it is not there yet.
+/// The kept record of a series, added (with `new()`) when it is not there yet. `located` is
+/// what [`FlushState::locate`] found for it.
+#[allow(clippy::too_many_arguments)]
 fn keep<'t, S>(
     table: &'t mut Table<S>,
     containers: &mut Containers,
     hasher: &foldhash::fast::RandomState,
     generation: u32,
+    located: Option<(u32, u32)>,
     container: &Option<Arc<str>>,
     key: &SeriesKey,
     new: impl FnOnce() -> S,
 ) -> &'t mut Kept<S> {
-    let known = containers.find(container.as_deref());
-    if let Some(c) = known {
-        let hash = kept_hash(hasher, c, key);
+    if let Some((c, hash)) = located {
         if let Some(at) = table.find(hash, c, key) {
             return &mut table.entries[at];
         }
     }
     let c = containers.acquire(container.as_deref());
+    let hash = match located {
+        Some((_, hash)) => hash,
+        None => kept_hash(hasher, c, key),
+    };
     let at = table.entries.len();
     table.entries.push(Kept {
         key: key.clone(),
@@ -420,8 +407,18 @@ fn keep<'t, S>(
         seen: generation,
         state: new(),
     });
-    table.index.insert(kept_hash(hasher, c, key), at as u32);
+    table.index.insert(hash, at as u32);
     &mut table.entries[at]
+}
+
+/// Ends the record `table` keeps of a series (`located` as for [`keep`]), if any: `ended` is a
+/// generation the next expiry pass drops.
+fn retire<S>(table: &mut Table<S>, located: Option<(u32, u32)>, key: &SeriesKey, ended: u32) {
+    if let Some((c, hash)) = located {
+        if let Some(at) = table.find(hash, c, key) {
+            table.entries[at].seen = ended;
+        }
+    }
 }
 
 /// Merges the partials of several aggregators: the same series may have been fed through more
