@@ -77,10 +77,10 @@ impl Pipeline {
 
     /// Ends the current interval and publishes its datapoints.
     pub fn flush(&mut self) -> FlushReport {
+        let started = Instant::now();
         // The previous flush's batches are freed before this one's are made (at 100k series
         // each set is about 10 MB); API readers wait for the publish meanwhile. Should the
         // flush panic, dropping the retraction lets them go.
-        let started = Instant::now();
         let _retraction = self.outputs.retract(Source::App);
         let timestamp = SystemTime::now();
         let parts = self.statsd.take_interval();
@@ -221,16 +221,17 @@ impl Pipeline {
                 n,
             ));
         }
-        out.push(total(
-            "corral.statsd.lines_dropped",
-            &[("reason", "series_limit")],
-            series_dropped,
-        ));
-        out.push(total(
-            "corral.statsd.lines_dropped",
-            &[("reason", "type_mismatch")],
-            type_mismatch,
-        ));
+        // Lines the aggregators refused.
+        for (reason, n) in [
+            ("series_limit", series_dropped),
+            ("type_mismatch", type_mismatch),
+        ] {
+            out.push(total(
+                "corral.statsd.lines_dropped",
+                &[("reason", reason)],
+                n,
+            ));
+        }
         out.push(total(
             "corral.statsd.type_conflicts",
             &[],

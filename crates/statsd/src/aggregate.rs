@@ -151,9 +151,12 @@ impl Refused {
             AddError::TypeMismatch => self.type_mismatch += 1,
         }
     }
+}
 
-    pub fn total(&self) -> u64 {
-        self.series_limit + self.type_mismatch
+impl std::ops::AddAssign for Refused {
+    fn add_assign(&mut self, other: Refused) {
+        self.series_limit += other.series_limit;
+        self.type_mismatch += other.type_mismatch;
     }
 }
 

@@ -604,9 +604,7 @@ proptest! {
             while !rest.is_empty() {
                 let n = (*sizes.next().unwrap()).min(rest.len());
                 let batch: Vec<_> = rest[..n].iter().map(|m| (m.clone(), m.container_id)).collect();
-                let r = many.add_many(&batch, 7);
-                dropped_many.series_limit += r.series_limit;
-                dropped_many.type_mismatch += r.type_mismatch;
+                dropped_many += many.add_many(&batch, 7);
                 rest = &rest[n..];
             }
             prop_assert_eq!(dropped_one, dropped_many);

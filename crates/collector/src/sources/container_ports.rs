@@ -633,7 +633,7 @@ impl Reading {
                         &mut self.tally,
                     );
                 }
-                self.tally.refused(pending.finish());
+                self.tally.refused += pending.finish();
             }
             if let Some(drops) = self.batch.kernel_drops() {
                 let before = slot.drops.swap(drops, Ordering::Relaxed);

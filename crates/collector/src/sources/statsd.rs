@@ -54,8 +54,8 @@ pub(crate) struct Tally {
     bad_sample_rate: u64,
     events: u64,
     service_checks: u64,
-    series_dropped: u64,
-    type_mismatch: u64,
+    /// Lines the aggregator refused.
+    pub(crate) refused: Refused,
 }
 
 impl Tally {
@@ -75,14 +75,8 @@ impl Tally {
         add(&s.bad_sample_rate, &mut self.bad_sample_rate);
         add(&s.events, &mut self.events);
         add(&s.service_checks, &mut self.service_checks);
-        add(&s.series_dropped, &mut self.series_dropped);
-        add(&s.type_mismatch, &mut self.type_mismatch);
-    }
-
-    /// Counts the lines an aggregator refused.
-    pub(crate) fn refused(&mut self, r: Refused) {
-        self.series_dropped += r.series_limit;
-        self.type_mismatch += r.type_mismatch;
+        add(&s.series_dropped, &mut self.refused.series_limit);
+        add(&s.type_mismatch, &mut self.refused.type_mismatch);
     }
 }
 
@@ -327,7 +321,7 @@ fn receive_loop(
                 };
                 process_datagram(d.data, None, by_ip, &mut pending, &mut tally);
             }
-            tally.refused(pending.finish());
+            tally.refused += pending.finish();
         }
         if let Some(drops) = batch.kernel_drops() {
             stats.kernel_drops.store(drops as u64, Ordering::Relaxed);
@@ -360,9 +354,7 @@ pub(crate) fn process_datagram<'a>(
                 tally.service_checks += 1;
                 let container = port_container.or(sc.container_id).or(ip_container);
                 if let Err(e) = pending.add_service_check(&sc, container) {
-                    let mut r = Refused::default();
-                    r.count(e);
-                    tally.refused(r);
+                    tally.refused.count(e);
                 }
             }
             Ok(Parsed::Event(_)) => tally.events += 1,
