@@ -145,6 +145,17 @@ fn reconfigure(sink: &KafkaSink, opts: KafkaOptions) -> anyhow::Result<()> {
         .block_on(sink.reconfigure(opts))
 }
 
+/// Waits until everything submitted is delivered (at most 30 s, or the test fails), then
+/// stops the sink.
+fn drain(sink: &KafkaSink) {
+    assert!(
+        sink.wait_idle(Duration::from_secs(30)),
+        "pending {}",
+        sink.pending()
+    );
+    stop(sink, Duration::from_secs(5));
+}
+
 fn stop(sink: &KafkaSink, within: Duration) {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -199,12 +210,7 @@ fn retriable_errors_are_retried_without_loss() {
     let t = Arc::new(Telemetry::new());
     let sink = KafkaSink::start(options(mock.bootstrap_servers(), dir.path()), &t).unwrap();
     submit(&sink, 0..20);
-    assert!(
-        sink.wait_idle(Duration::from_secs(30)),
-        "pending {}",
-        sink.pending()
-    );
-    stop(&sink, Duration::from_secs(5));
+    drain(&sink);
     assert_eq!(
         first_seen(&consume(&mock.bootstrap_servers(), 20)),
         (0..20).collect::<Vec<_>>()
@@ -277,12 +283,7 @@ fn after_a_failed_delivery_one_message_at_a_time_until_one_gets_through() {
     }
     assert!(most <= 1.0, "{most} in flight while probing");
     mock.broker_up(1).unwrap();
-    assert!(
-        sink.wait_idle(Duration::from_secs(30)),
-        "pending {}",
-        sink.pending()
-    );
-    stop(&sink, Duration::from_secs(5));
+    drain(&sink);
     let got = consume(&mock.bootstrap_servers(), 30);
     assert_eq!(first_seen(&got), (0..30).collect::<Vec<_>>(), "{got:?}");
 }
@@ -313,12 +314,7 @@ fn brokers_down_then_up_spools_then_drains_in_order() {
     assert!(metric(&t, "corral.kafka.spooled_bytes", &[]) > 0.0);
     mock.broker_up(1).unwrap();
     submit(&sink, 25..30);
-    assert!(
-        sink.wait_idle(Duration::from_secs(30)),
-        "pending {}",
-        sink.pending()
-    );
-    stop(&sink, Duration::from_secs(5));
+    drain(&sink);
     let got = consume(&mock.bootstrap_servers(), 30);
     assert_eq!(first_seen(&got), (0..30).collect::<Vec<_>>(), "{got:?}");
     assert_eq!(spool_segments(dir.path()), 0);
@@ -341,12 +337,7 @@ fn a_restart_resumes_the_spool() {
     let sink = KafkaSink::start(options(mock.bootstrap_servers(), dir.path()), &t2).unwrap();
     assert_eq!(sink.pending(), 10);
     submit(&sink, 10..15);
-    assert!(
-        sink.wait_idle(Duration::from_secs(30)),
-        "pending {}",
-        sink.pending()
-    );
-    stop(&sink, Duration::from_secs(5));
+    drain(&sink);
     let got = consume(&mock.bootstrap_servers(), 15);
     assert_eq!(first_seen(&got), (0..15).collect::<Vec<_>>(), "{got:?}");
     assert_eq!(spool_segments(dir.path()), 0);
@@ -371,12 +362,7 @@ fn the_spool_bound_evicts_the_oldest_while_brokers_are_away() {
     assert!(metric(&t, "corral.kafka.spooled_bytes", &[]) <= (40 << 10) as f64);
     assert!(metric(&t, "corral.kafka.spool_evicted_bytes", &[]) > 0.0);
     mock.broker_up(1).unwrap();
-    assert!(
-        sink.wait_idle(Duration::from_secs(30)),
-        "pending {}",
-        sink.pending()
-    );
-    stop(&sink, Duration::from_secs(5));
+    drain(&sink);
     let evicted = metric(&t, "corral.kafka.spool_evicted_messages", &[]) as u64;
     let got = first_seen(&consume(&mock.bootstrap_servers(), 1));
     // The oldest were evicted (a few of those may still have been delivered, from librdkafka's
@@ -403,12 +389,7 @@ fn new_brokers_take_the_spooled_backlog_and_new_batches_the_new_topic() {
     opts.routing.topic_prefix = "moved-".into();
     reconfigure(&sink, opts).unwrap();
     submit(&sink, 20..30);
-    assert!(
-        sink.wait_idle(Duration::from_secs(30)),
-        "pending {}",
-        sink.pending()
-    );
-    stop(&sink, Duration::from_secs(5));
+    drain(&sink);
     // The backlog keeps the topic it was flushed for; what came after the change has the new
     // one. Nothing went to the old brokers, nothing was lost.
     let backlog = consume_topic(&new.bootstrap_servers(), TOPIC, 20);
@@ -443,12 +424,7 @@ fn a_new_topic_prefix_on_the_same_brokers_keeps_the_producer_and_loses_nothing()
     submit(&sink, 30..60);
     // The same settings again change nothing.
     reconfigure(&sink, opts).unwrap();
-    assert!(
-        sink.wait_idle(Duration::from_secs(30)),
-        "pending {}",
-        sink.pending()
-    );
-    stop(&sink, Duration::from_secs(5));
+    drain(&sink);
     // With the producer kept, nothing needed sending twice.
     assert_eq!(
         consume(&mock.bootstrap_servers(), 30),
@@ -525,12 +501,7 @@ fn a_lower_spool_bound_applies_at_once() {
     let evicted = metric(&t, "corral.kafka.spool_evicted_messages", &[]) as u64;
     assert!(evicted > 0);
     mock.broker_up(1).unwrap();
-    assert!(
-        sink.wait_idle(Duration::from_secs(30)),
-        "pending {}",
-        sink.pending()
-    );
-    stop(&sink, Duration::from_secs(5));
+    drain(&sink);
     let got = first_seen(&consume(&mock.bootstrap_servers(), 1));
     let kept: Vec<u64> = (evicted..200).collect();
     assert!(got.ends_with(&kept), "evicted {evicted}, got {got:?}");

@@ -353,6 +353,15 @@ mod retraction {
         s
     }
 
+    /// A reader of the app batch of `container` (the node's for `None`), running on its own.
+    fn spawn_app_reader(
+        s: &Arc<Store>,
+        container: Option<&'static str>,
+    ) -> tokio::task::JoinHandle<Option<Arc<MetricBatch>>> {
+        let s = s.clone();
+        tokio::spawn(async move { s.get_published(Source::App, container).await })
+    }
+
     /// Fails instead of hanging when a wait is not bounded.
     async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::time::timeout(PUBLISH_WAIT * 10, f)
@@ -378,14 +387,8 @@ mod retraction {
         let s = store();
         let r = s.retract(Source::App);
         let started = Instant::now();
-        let node_app = tokio::spawn({
-            let s = s.clone();
-            async move { s.get_published(Source::App, None).await }
-        });
-        let container_app = tokio::spawn({
-            let s = s.clone();
-            async move { s.get_published(Source::App, Some("a")).await }
-        });
+        let node_app = spawn_app_reader(&s, None);
+        let container_app = spawn_app_reader(&s, Some("a"));
         let containers = tokio::spawn({
             let s = s.clone();
             async move { s.containers_published().await }
@@ -462,10 +465,7 @@ mod retraction {
         let s = store();
         let r = s.retract(Source::App);
         let started = Instant::now();
-        let reader = tokio::spawn({
-            let s = s.clone();
-            async move { s.get_published(Source::App, None).await }
-        });
+        let reader = spawn_app_reader(&s, None);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!reader.is_finished());
         let flush = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -486,10 +486,7 @@ mod retraction {
         let first = s.retract(Source::App);
         let second = s.retract(Source::App);
         drop(first);
-        let reader = tokio::spawn({
-            let s = s.clone();
-            async move { s.get_published(Source::App, None).await }
-        });
+        let reader = spawn_app_reader(&s, None);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!reader.is_finished());
         drop(second);
