@@ -213,10 +213,17 @@ fn receive_threads_outrank_the_rest() {
             .map(|(_, n)| *n)
             .collect()
     };
-    // A thread names itself once it runs, which may be after the daemon reports listening.
+    // A thread names itself once it runs, which may be after the daemon reports listening,
+    // and a runtime worker lowers its priority only after it has its name.
+    let settled = |threads: &[(String, i64)]| {
+        let workers = nice_of(threads, "corral-worker");
+        nice_of(threads, "statsd-rx").len() == 2
+            && !workers.is_empty()
+            && workers.iter().all(|&n| n == 10)
+    };
     let deadline = std::time::Instant::now() + WAIT;
     let mut threads = read_threads();
-    while nice_of(&threads, "statsd-rx").len() < 2 && std::time::Instant::now() < deadline {
+    while !settled(&threads) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         threads = read_threads();
     }
